@@ -1,0 +1,52 @@
+"""hierqdrant — rank image-retrieval results in Qdrant by visual and semantic similarity together.
+
+``D(q, x) = cosine distance + α · height(LCA(leaf_q, leaf_x)) / H`` over a class hierarchy learned from
+the overlap of class Gaussians (Venkataramanan et al., ICVS 2023).
+
+Heavy parts are imported lazily so ``import hierqdrant`` stays cheap and pulls in neither Qdrant nor torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Hierarchy": "hierqdrant.hierarchy",
+    "HierarchyModel": "hierqdrant.model",
+    "FeatureSet": "hierqdrant.features",
+    "HierarchicalSearcher": "hierqdrant.search",
+    "SearchHit": "hierqdrant.search",
+    "connect": "hierqdrant.engines",
+    "HierqdrantError": "hierqdrant.errors",
+}
+
+__all__ = [
+    "FeatureSet",
+    "HierarchicalSearcher",
+    "Hierarchy",
+    "HierarchyModel",
+    "HierqdrantError",
+    "SearchHit",
+    "__version__",
+    "connect",
+]
+
+if TYPE_CHECKING:
+    from .engines import connect
+    from .errors import HierqdrantError
+    from .features import FeatureSet
+    from .hierarchy import Hierarchy
+    from .model import HierarchyModel
+    from .search import HierarchicalSearcher, SearchHit
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hierqdrant' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,279 @@
+"""PCA, shrunk class Gaussians, the Bhattacharyya coefficient and Mahalanobis leaf assignment.
+
+All heavy arithmetic is vectorised: Bhattacharyya coefficients are computed for chunks of class pairs
+with one batched Cholesky factorisation per chunk, and Mahalanobis distances for chunks of points
+against all classes with one batched matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from .errors import InputError
+
+Estimator = Literal["ledoit-wolf", "oas"]
+ESTIMATORS: tuple[str, ...] = ("ledoit-wolf", "oas")
+
+# Floor added to every covariance's diagonal, relative to the mean per-dimension variance, so a class
+# whose images are all identical still has a positive-definite covariance.
+_RIDGE = 1e-6
+
+
+@dataclass
+class Projection:
+    """Centring and PCA projection: ``z = (x − mean) · componentsᵀ``."""
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (d, D), orthonormal rows
+    explained_variance_ratio: np.ndarray  # (d,)
+
+    @property
+    def input_dims(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def dims(self) -> int:
+        return int(self.components.shape[0])
+
+    @classmethod
+    def fit(cls, features: np.ndarray, n_components: int | float | None = 0.95) -> Projection:
+        """Fit PCA on ``features`` (N, D).
+
+        ``n_components``: a float in (0, 1] keeps the fewest components whose explained variance
+        reaches that share (the paper: 0.95); an int keeps that many; ``None`` keeps all.
+        """
+        from sklearn.decomposition import PCA
+
+        x = np.asarray(features, dtype=np.float64)
+        n, dim = x.shape
+        limit = min(n, dim)
+        if isinstance(n_components, float) and n_components >= 1.0:
+            n_components = None
+        if isinstance(n_components, float):
+            if not 0.0 < n_components < 1.0:
+                raise InputError(f"PCA variance share {n_components} is not in (0, 1]")
+        elif isinstance(n_components, int):
+            if not 1 <= n_components <= limit:
+                raise InputError(
+                    f"PCA components {n_components} is not between 1 and min(images, dims) = {limit}"
+                )
+        pca = PCA(n_components=n_components, svd_solver="full")
+        pca.fit(x)
+        return cls(
+            mean=pca.mean_.astype(np.float64),
+            components=pca.components_.astype(np.float64),
+            explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float64),
+        )
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.shape[-1] != self.input_dims:
+            raise InputError(
+                f"features have {x.shape[-1]} dimensions but the model expects {self.input_dims}",
+                "use features from the same extractor the model was fitted on",
+            )
+        return (x - self.mean) @ self.components.T
+
+
+def shrunk_covariance(points: np.ndarray, estimator: Estimator = "ledoit-wolf") -> tuple[np.ndarray, float]:
+    """Covariance of ``points`` (n, d) shrunk toward ``μ·I`` (μ = mean variance); returns (Σ, shrinkage).
+
+    Ledoit–Wolf or OAS from scikit-learn: ``Σ = (1 − s)·S + s·μ·I`` with the shrinkage ``s`` that
+    minimises the expected squared error; well conditioned even when n < d.
+    """
+    from sklearn.covariance import ledoit_wolf, oas
+
+    if estimator == "ledoit-wolf":
+        cov, shrink = ledoit_wolf(points)
+    elif estimator == "oas":
+        cov, shrink = oas(points)
+    else:
+        raise InputError(f"unknown covariance estimator {estimator!r}", f"use one of {', '.join(ESTIMATORS)}")
+    return np.asarray(cov, dtype=np.float64), float(shrink)
+
+
+@dataclass
+class Gaussians:
+    """One Gaussian per class (or node) in PCA space: means (K, d), covariances (K, d, d)."""
+
+    means: np.ndarray
+    covariances: np.ndarray
+    counts: np.ndarray  # (K,) images per class
+    estimator: str = "ledoit-wolf"
+    tied: np.ndarray | None = None  # (K,) bool: classes with < 2 images that use the pooled covariance
+
+    @property
+    def num(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def dims(self) -> int:
+        return int(self.means.shape[1])
+
+    @classmethod
+    def fit(
+        cls, points: np.ndarray, labels: np.ndarray, num_classes: int, estimator: Estimator = "ledoit-wolf"
+    ) -> Gaussians:
+        """Mean and shrunk covariance of every class's points.
+
+        A class with a single image has no spread of its own: it gets the pooled within-class
+        covariance of the other classes (marked in ``tied``). Every class needs at least one image.
+        """
+        z = np.asarray(points, dtype=np.float64)
+        labels = np.asarray(labels)
+        d = z.shape[1]
+        counts = np.bincount(labels, minlength=num_classes)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise InputError(
+                f"classes {empty.tolist()[:8]} have no images",
+                "drop them from the class list or add images",
+            )
+        order = np.argsort(labels, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        means = np.zeros((num_classes, d))
+        covs = np.zeros((num_classes, d, d))
+        tied = counts < 2
+        for c in range(num_classes):
+            members = z[order[bounds[c] : bounds[c + 1]]]
+            means[c] = members.mean(axis=0)
+            if not tied[c]:
+                covs[c] = shrunk_covariance(members, estimator)[0]
+        if tied.any():
+            if tied.all():
+                raise InputError(
+                    "every class has a single image: no covariance can be estimated",
+                    "give at least one class two or more images",
+                )
+            centred = z - means[labels]
+            pooled_rows = centred[~tied[labels]]
+            covs[tied] = shrunk_covariance(pooled_rows, estimator)[0]
+        covs = add_ridge(covs)
+        return cls(means=means, covariances=covs, counts=counts, estimator=estimator, tied=tied)
+
+    def whitening(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W_c = L_c⁻¹`` (K, d, d) with ``Σ_c = L_c L_cᵀ``, and ``b_c = W_c μ_c`` (K, d)."""
+        chol = _cholesky(self.covariances)
+        eye = np.broadcast_to(np.eye(self.dims), chol.shape)
+        w = solve_triangular(chol, eye, lower=True, check_finite=False)
+        return w, np.einsum("kij,kj->ki", w, self.means)
+
+    def mahalanobis_squared(self, points: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """(N, K) squared Mahalanobis distances ``(x − μ_c)ᵀ Σ_c⁻¹ (x − μ_c) = ‖W_c x − b_c‖²``."""
+        w, b = self.whitening()
+        return mahalanobis_squared(points, w, b, chunk=chunk)
+
+
+def mahalanobis_squared(points: np.ndarray, w: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N, K) ``‖W_c x − b_c‖²`` for whitening matrices ``w`` (K, d, d) and offsets ``b`` (K, d)."""
+    z = np.asarray(points, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[None, :]
+    k, d, _ = w.shape
+    out = np.empty((z.shape[0], k))
+    # Bound the (K, d, chunk) intermediate to ~64 MB.
+    step = max(1, min(chunk, (8 << 20) // max(1, k * d)))
+    for start in range(0, z.shape[0], step):
+        block = z[start : start + step]
+        proj = w @ block.T - b[:, :, None]  # (K, d, n)
+        out[start : start + step] = np.einsum("kdn,kdn->nk", proj, proj)
+    return out
+
+
+def add_ridge(covs: np.ndarray) -> np.ndarray:
+    """``Σ + ε·I`` with ε = 1e-6 × the mean per-dimension variance of the stack."""
+    d = covs.shape[-1]
+    scale = float(np.trace(covs, axis1=-2, axis2=-1).mean()) / d
+    ridge = _RIDGE * (scale if scale > 0 else 1.0)
+    return covs + ridge * np.eye(d)
+
+
+def _cholesky(mats: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(mats)
+    except np.linalg.LinAlgError:
+        raise InputError(
+            "a class covariance is not positive definite",
+            "check the features for constant or duplicated columns",
+        ) from None
+
+
+def log_determinants(covs: np.ndarray) -> np.ndarray:
+    """``ln det Σ`` for a stack (…, d, d), via Cholesky: ``2 Σ_i ln L_ii``."""
+    chol = _cholesky(covs)
+    return 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+
+
+def bhattacharyya_distance_pairs(
+    means: np.ndarray,
+    covs: np.ndarray,
+    pairs: np.ndarray,
+    logdets: np.ndarray | None = None,
+    chunk: int | None = None,
+) -> np.ndarray:
+    """Bhattacharyya distance for the given class pairs (P, 2).
+
+    ``D_B = ⅛ Δμᵀ Σ⁻¹ Δμ + ½ ln( det Σ / √(det Σ_i det Σ_j) )`` with ``Σ = (Σ_i + Σ_j)/2``.
+    Each chunk of pairs is factorised with one batched Cholesky: ``Σ = L Lᵀ`` gives
+    ``ln det Σ = 2 Σ ln L_kk`` and ``Δμᵀ Σ⁻¹ Δμ = ‖L⁻¹ Δμ‖²``.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    d = means.shape[1]
+    if logdets is None:
+        logdets = log_determinants(covs)
+    if chunk is None:
+        chunk = max(1, (32 << 20) // (8 * d * d))  # ~32 MB of matrices per chunk
+    out = np.empty(pairs.shape[0])
+    for start, stop in _chunks(pairs.shape[0], chunk):
+        i, j = pairs[start:stop, 0], pairs[start:stop, 1]
+        sigma = 0.5 * (covs[i] + covs[j])
+        chol = _cholesky(sigma)
+        delta = (means[i] - means[j])[:, :, None]
+        white = solve_triangular(chol, delta, lower=True, check_finite=False)[:, :, 0]
+        maha = np.einsum("pd,pd->p", white, white)
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+        out[start:stop] = maha / 8.0 + 0.5 * (logdet - 0.5 * (logdets[i] + logdets[j]))
+    return out
+
+
+def bhattacharyya_matrix(means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """(K, K) Bhattacharyya coefficients ``BC = exp(−D_B) ∈ [0, 1]``; 1 on the diagonal."""
+    k = means.shape[0]
+    iu = np.triu_indices(k, 1)
+    pairs = np.stack(iu, axis=1)
+    bc = np.eye(k)
+    if pairs.size:
+        values = np.exp(-bhattacharyya_distance_pairs(means, covs, pairs))
+        bc[iu] = values
+        bc[iu[1], iu[0]] = values
+    return bc
+
+
+def overlap_candidates(
+    means: np.ndarray, covs: np.ndarray, pairs: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Mask of the pairs whose BC may reach ``threshold``; the others provably have BC < t.
+
+    The log-determinant term of D_B is ≥ 0 (ln det is concave), and
+    ``Δμᵀ Σ⁻¹ Δμ ≥ ‖Δμ‖² / λ_max(Σ) ≥ 2‖Δμ‖² / (λ_max(Σ_i) + λ_max(Σ_j))``, so
+    ``D_B ≥ ‖Δμ‖² / (4 (λ_max(Σ_i) + λ_max(Σ_j)))``; BC ≥ t needs that bound ≤ −ln t.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    lam = np.linalg.eigvalsh(covs)[:, -1]
+    i, j = pairs[:, 0], pairs[:, 1]
+    gap = np.einsum("pd,pd->p", means[i] - means[j], means[i] - means[j])
+    lower = gap / (4.0 * (lam[i] + lam[j]))
+    # A hair of slack keeps rounding from pruning a pair that sits exactly at the threshold.
+    return np.asarray(lower <= -np.log(threshold) * (1 + 1e-9) + 1e-12, dtype=bool)
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
