@@ -8,13 +8,17 @@ Usage (from the repository root)::
 
 It builds torchvision's ``resnet50`` with random weights (no download) and reports images/s for
 
-(a) ``extract_features`` over the JPEG files: decoding, resizing, normalising in DataLoader workers,
-    copying to the device and the forward pass (bf16 autocast and channels_last on CUDA);
-(b) the forward pass alone on tensors already on the device, with the same batch size.
+(a) ``extract_features`` over the JPEG files: decoding, resizing and cropping in DataLoader workers,
+    copying uint8 batches to the device, normalising there and the forward pass (bf16 autocast and
+    channels_last on CUDA);
+(b) the forward pass alone on tensors already on the device, with the same batch size;
+(c) the input pipeline alone: ``extract_features`` with the network replaced by a global average
+    pool (decode, transform, transfer to the device, no model).
 
-If (a) is far below (b) the run is input-bound: raise ``--num-workers``. Both runs are preceded by a
-warm-up. The synthetic images are random smooth colour fields saved as 224×224 JPEGs (quality 90);
-real photos are larger and slower to decode, so use ``--images`` for numbers about your data.
+If (a) is far below (b) the run is input-bound: (c) is then the ceiling, raise ``--num-workers``.
+All runs are preceded by a warm-up. The synthetic images are random smooth colour fields saved as
+224×224 JPEGs (quality 90); real photos are larger and slower to decode, so use ``--images`` for
+numbers about your data.
 
 Needs only torch, torchvision, numpy, pillow and rich (no qdrant packages).
 """
@@ -22,6 +26,7 @@ Needs only torch, torchvision, numpy, pillow and rich (no qdrant packages).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -103,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, default=None, help="use the images in this folder instead")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument(
-        "--num-workers", type=int, default=None, help=f"default min(8, cores) = {default_num_workers()}"
-    )
+    ap.add_argument("--num-workers", type=int, default=None, help=f"default min(8, cores) = {default_num_workers()}")
     ap.add_argument("--model", default="resnet50", help="torchvision model name (random weights)")
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--keep", type=Path, default=None, help="write the synthetic JPEGs here and keep them")
     args = ap.parse_args(argv)
 
     dev = resolve_device(args.device)
@@ -118,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_name(dev)}  torch {torch.__version__}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="hq-embed-bench-") as tmp:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         if args.images is not None:
             paths = list_images(args.images)
             source = str(args.images)
@@ -131,27 +138,35 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # Warm-up: cuDNN autotuning, CUDA context, worker start-up code paths.
         warm = paths[: min(len(paths), 2 * args.batch_size)]
-        extract_features(
-            warm, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False
-        )
+        extract_features(warm, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
         _sync(dev)
         t0 = time.perf_counter()
-        ex = extract_features(
-            paths, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False
-        )
+        ex = extract_features(paths, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
         _sync(dev)
         e2e = len(ex.indices) / (time.perf_counter() - t0)
         if ex.skipped:
             print(f"skipped {len(ex.skipped)} files, e.g. {ex.skipped[0]}")
+        # (c): same loader, same transfer, a model that costs nothing.
+        pipe = dataclasses.replace(
+            bb, module=torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), feature_dim=3
+        )
+        t0 = time.perf_counter()
+        px = extract_features(paths, pipe, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
+        _sync(dev)
+        pipe_rate = len(px.indices) / (time.perf_counter() - t0)
     mo = model_only(bb.module, dev, args.batch_size, args.image_size, len(paths), bb.is_conv)
 
     print()
-    print(f"{args.model} (random weights), {source}, batch {args.batch_size}, {workers} workers")
+    print(
+        f"{args.model} (random weights), {source}, batch {args.batch_size}, {workers} workers, "
+        f"{os.cpu_count()} CPU cores"
+    )
     print()
     print("| device | run | images/s |")
     print("| --- | --- | ---: |")
     print(f"| {device_name(dev)} | end to end (decode + transform + model) | {e2e:,.0f} |")
     print(f"| {device_name(dev)} | model only (tensors on device) | {mo:,.0f} |")
+    print(f"| {device_name(dev)} | input pipeline only (decode + transform + transfer) | {pipe_rate:,.0f} |")
     print()
     print(f"end to end / model only = {e2e / mo:.2f}")
     return 0

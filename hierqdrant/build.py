@@ -121,9 +121,9 @@ def build_overlap(
             idx = np.flatnonzero(comp == g)
             node = len(parent)
             parent.append(-1)
-            for i in idx:
-                parent[current[i]] = node
-            classes = sorted(c for i in idx for c in members[current[i]])
+            for j in idx:
+                parent[current[j]] = node
+            classes = sorted(c for j in idx for c in members[current[j]])
             members[node] = classes
             pooled = z[np.concatenate([order[bounds[c] : bounds[c + 1]] for c in classes])]
             next_nodes.append(node)

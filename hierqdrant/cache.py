@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,10 +37,19 @@ class FeatureCache:
     """Features of already-embedded items, keyed by item key, for one extractor."""
 
     def __init__(
-        self, root: str | Path, collection: str, description: Mapping[str, Any], flush_every: int = 2048
+        self,
+        root: str | Path,
+        collection: str,
+        description: Mapping[str, Any],
+        flush_every: int | None = None,
+        flush_seconds: float = 30.0,
     ):
         self.directory = Path(root) / collection / extractor_hash(description)
-        self.flush_every = flush_every
+        # Rows per part: few parts for big ingests, but one at least every ``flush_seconds`` so a kill
+        # loses little work. $HIERQDRANT_CACHE_FLUSH_ROWS overrides the row count.
+        self.flush_every = flush_every or int(os.environ.get("HIERQDRANT_CACHE_FLUSH_ROWS", "4096"))
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
         self._keys: list[str] = []
         self._stamps: list[str] = []
         self._rows: list[np.ndarray] = []
@@ -65,10 +75,11 @@ class FeatureCache:
         self._keys.extend(keys)
         self._stamps.extend(stamps)
         self._rows.extend(np.asarray(features, dtype=np.float32))
-        if len(self._keys) >= self.flush_every:
+        if len(self._keys) >= self.flush_every or time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         if not self._keys:
             return
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -28,5 +28,5 @@ def write_digits(root: str | Path, test_share: float = 0.2, seed: int = 0) -> tu
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{i:04d}.png"
         if not path.exists():
-            Image.fromarray(img, mode="L").save(path)
+            Image.fromarray(img).save(path)
     return out, len(images)

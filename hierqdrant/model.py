@@ -156,6 +156,53 @@ class HierarchyModel:
         """The same model with another default α (a new model id)."""
         return replace(self, alpha=check_alpha(alpha))
 
+    def refit_tree(
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        *,
+        builder: str | None = None,
+        threshold: float | None = None,
+        taxonomy: str | Path | Hierarchy | None = None,
+        alpha: float | None = None,
+        projected: bool = True,
+    ) -> HierarchyModel:
+        """Same PCA and class Gaussians, a new tree (and α) — what tuning t and α needs.
+
+        ``points`` are the training features (projected unless ``projected=False``) and their labels;
+        the overlap builder pools them to recompute node statistics. Stored vectors stay valid, so a
+        collection can be moved to the result with :func:`hierqdrant.collection.reassign`.
+        """
+        z = np.asarray(points, dtype=np.float64) if projected else self.transform(points)
+        y = check_labels(labels, z.shape[0], self.num_classes)
+        kind = builder or self.builder
+        names = self.class_names
+        info = dict(self.info)
+        t = None
+        if kind == "overlap":
+            t = builders.check_threshold(threshold if threshold is not None else (self.threshold or 0.3))
+            tree, report = builders.build_overlap(
+                z, y, self.gaussians, t, class_names=names, estimator=self.gaussians.estimator  # type: ignore[arg-type]
+            )
+            info["overlap_levels"] = [vars(level) for level in report.levels]
+            info["root_added"] = report.root_added
+        elif kind == "ward":
+            tree = builders.build_ward(self.gaussians.means, names)
+        elif kind == "given":
+            if taxonomy is None:
+                raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
+            tree = taxonomy if isinstance(taxonomy, Hierarchy) else builders.build_given(taxonomy, names, len(names))
+        else:
+            raise InputError(f"unknown builder {kind!r}", f"use one of {', '.join(builders.BUILDERS)}")
+        return replace(
+            self,
+            hierarchy=tree,
+            builder=kind,
+            threshold=t,
+            alpha=self.alpha if alpha is None else check_alpha(alpha),
+            info=info,
+        )
+
     # -- properties ------------------------------------------------------------------------------
 
     @property

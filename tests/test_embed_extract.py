@@ -159,9 +159,7 @@ def test_progress_bar_on_a_non_tty_console(tmp_path: Path) -> None:
     paths = _good_images(tmp_path, 5, size=8)
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=False, width=100)
-    ex = extract_features(
-        paths, load_backbone("pixels"), device="cpu", batch_size=2, num_workers=0, console=console
-    )
+    ex = extract_features(paths, load_backbone("pixels"), device="cpu", batch_size=2, num_workers=0, console=console)
     assert len(ex) == 5
     out = buf.getvalue()
     assert "5/5" in out and "img/s" in out

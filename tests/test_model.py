@@ -120,3 +120,16 @@ def test_ward_and_given_builders(five_classes, tmp_path) -> None:
     given = HierarchyModel.fit(x, y, builder="given", taxonomy=tax)
     assert given.hierarchy.ancestors(0) == [0, 5, 7]
     assert given.threshold is None
+
+
+def test_refit_tree_keeps_pca_and_gaussians(model: HierarchyModel, five_classes) -> None:
+    x, y = five_classes
+    z = model.transform(x)
+    flat = model.refit_tree(z, y, threshold=0.999, alpha=0.5)
+    assert flat.tree_height == 1 and flat.alpha == 0.5 and flat.threshold == 0.999
+    assert flat.projection is model.projection and flat.gaussians is model.gaussians
+    assert flat.model_id != model.model_id
+    same = model.refit_tree(z, y, threshold=0.3, alpha=2.0)
+    assert same.model_id == model.model_id
+    ward = model.refit_tree(x, y, builder="ward", projected=False)
+    assert ward.builder == "ward" and ward.threshold is None and ward.hierarchy.num_nodes == 9

@@ -68,14 +68,24 @@ def _fill(engine, name: str, data: dict) -> None:
     engine.optimize(name)
 
 
-@pytest.fixture(params=["edge", "local"], scope="module")
+@pytest.fixture(params=["edge", "local", "server"], scope="module")
 def engine(request, tmp_path_factory, data):
+    """The embedded engine, qdrant-client's local mode, and a real Qdrant server (testcontainers; skipped
+    with the reason when no Docker engine answers)."""
     if request.param == "edge":
         eng = EdgeEngine(tmp_path_factory.mktemp("edge"))
-    else:
+    elif request.param == "local":
         eng = QdrantEngine(QdrantClient(":memory:"))
+    else:
+        from hierqdrant.engines import connect
+
+        eng = connect(request.getfixturevalue("engine_qdrant_url"))
+        if eng.exists("pts"):
+            eng.delete("pts")
     _fill(eng, "pts", data)
     yield eng
+    if request.param == "server":
+        eng.delete("pts")
     eng.close()
 
 

@@ -7,9 +7,11 @@ import typer
 from .. import __version__
 from . import hierarchy
 from .demo import demo_command
+from .embed import embed_command
 from .info import info_command
 from .ingest import ingest_command
 from .query import query_command
+from .train import train_command
 
 app = typer.Typer(
     name="hierqdrant",
@@ -21,6 +23,8 @@ app = typer.Typer(
 app.command("ingest")(ingest_command)
 app.command("query")(query_command)
 app.command("info")(info_command)
+app.command("embed")(embed_command)
+app.command("train")(train_command)
 app.command("demo")(demo_command)
 app.add_typer(hierarchy.app, name="hierarchy")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -64,11 +65,10 @@ def demo_command(
         test_only = models.Filter(
             must=[models.FieldCondition(key="hq.split", match=models.MatchValue(value="test"))]
         )
-        test = [
-            (p, v)
-            for _, vecs, payloads in iter_points(engine, collection, filter=test_only)
-            for p, v in zip(payloads, vecs, strict=True)
-        ]  # type: ignore[arg-type]
+        test: list[tuple[dict[str, Any], np.ndarray]] = []
+        for _, vecs, payloads in iter_points(engine, collection, filter=test_only):
+            assert vecs is not None
+            test.extend(zip(payloads, vecs, strict=True))
         test.sort(key=lambda pv: pv[0]["path"])
         z = np.stack([v for _, v in test])
         truth = np.asarray([searcher.model.class_names.index(p["hq"]["label"]) for p, _ in test])

@@ -117,7 +117,7 @@ def ingest_command(
         alpha=alpha,
         taxonomy=taxonomy,
         pca=parse_pca(pca),
-        leaf_from=leaf_from.value,  # type: ignore[arg-type]
+        leaf_from=leaf_from.value,
         payload_key=payload_key,
         keep_model=keep_model,
         recreate=recreate,

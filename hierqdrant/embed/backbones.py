@@ -31,14 +31,15 @@ needs arbitrary unpickling is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
-import pickle
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError  # the error weights-only loading raises; nothing is unpickled here
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -78,9 +79,7 @@ _PROBE_TIMEOUT_S = 5.0
 #: Socket timeout during the download itself, so a stalled transfer fails instead of hanging.
 _DOWNLOAD_TIMEOUT_S = 60.0
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
-_OFFLINE_FIX = (
-    "pass a local checkpoint file with --weights PATH (download {url} on a machine with internet access)"
-)
+_OFFLINE_FIX = "pass a local checkpoint file with --weights PATH (download {url} on a machine with internet access)"
 
 WeightsKind = Literal["none", "random", "file", "torchvision"]
 
@@ -127,11 +126,20 @@ class Backbone:
     seed: int | None = None
     preprocess: str = "resize+center_crop+normalize"
     extra: dict[str, Any] = field(default_factory=dict)
+    head_name: str | None = None  # where ``classifier`` sat in the network (e.g. ``fc``), for saving
 
     @property
     def is_conv(self) -> bool:
         """True when the network has 2-D convolutions (then channels_last helps on CUDA)."""
         return any(isinstance(m, nn.Conv2d) for m in self.module.modules())
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole network's state_dict with the classifier back in place: what :func:`load_backbone`
+        reads from a checkpoint file (``torch.save({"state_dict": bb.full_state_dict()}, path)``)."""
+        state = dict(self.module.state_dict())
+        if self.classifier is not None and self.head_name:
+            state.update({f"{self.head_name}.{k}": v for k, v in self.classifier.state_dict().items()})
+        return state
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the original network: classifier(module(x))."""
@@ -200,7 +208,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except UnpicklingError as exc:
         if "unsupported global" not in str(exc).lower():  # garbage bytes also raise UnpicklingError
             raise InputError(
                 f"{p.name} is not a readable PyTorch checkpoint (unpickling failed)",
@@ -308,9 +316,7 @@ class ImageTransform:
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.interpolation = interpolation
-        self._geometry = T.Compose(
-            [T.Resize(self.image_size, interpolation=mode), T.CenterCrop(self.image_size)]
-        )
+        self._geometry = T.Compose([T.Resize(self.image_size, interpolation=mode), T.CenterCrop(self.image_size)])
         self._to_tensor = T.ToTensor()
         self._normalize = T.Normalize(mean=list(self.mean), std=list(self.std))
 
@@ -323,10 +329,18 @@ class ImageTransform:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) uint8 → float: (x / 255 − mean) / std, as ToTensor + Normalize compute it."""
-        x = batch.to(torch.get_default_dtype()).div_(255)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return x.sub_(mean).div_(std)
+        return self.normalizer(batch.device)(batch)
+
+    def normalizer(self, device: torch.device | str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`normalize` with mean and std already on ``device`` (no host copy per batch)."""
+        dtype = torch.get_default_dtype()
+        mean = torch.tensor(self.mean, dtype=dtype).view(1, -1, 1, 1).to(device)
+        std = torch.tensor(self.std, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return batch.to(dtype).div_(255).sub_(mean).div_(std)
+
+        return run
 
     def __repr__(self) -> str:
         return (
@@ -407,9 +421,7 @@ def _fresh_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
         return nn.Linear(in_features, num_classes)
 
 
-def _load_cifar(
-    name: str, weights: str | None, image_size: int | None, num_classes: int | None, seed: int
-) -> Backbone:
+def _load_cifar(name: str, weights: str | None, image_size: int | None, num_classes: int | None, seed: int) -> Backbone:
     depth = _CIFAR_DEPTH[name]
     sha: str | None = None
     shown: str | None = None
@@ -452,6 +464,7 @@ def _load_cifar(
         weights_sha256=sha,
         num_classes=int(getattr(classifier, "out_features", 0)) or None,
         seed=seed if kind == "random" else None,
+        head_name="linear",
     )
 
 
@@ -613,9 +626,7 @@ def _load_torchvision(
             model = torchvision.models.get_model(name, weights=enum_member)
     found = _find_head(model)
     if found is None:
-        raise InputError(
-            f"{name} has no final linear layer to cut off", "pick another backbone, e.g. resnet50"
-        )
+        raise InputError(f"{name} has no final linear layer to cut off", "pick another backbone, e.g. resnet50")
     head_name, head = found
     if num_classes is not None and num_classes != head.out_features:
         head = _fresh_head(head.in_features, num_classes, seed)
@@ -646,11 +657,30 @@ def _load_torchvision(
         weights_resolved=resolved,
         num_classes=int(head.out_features),
         seed=seed if kind == "random" else None,
+        head_name=head_name,
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # public entry points
+
+
+def with_head(backbone: Backbone) -> Backbone:
+    """The same network with its final layer kept: features = classifier(penultimate features).
+
+    For a network trained with ``hierqdrant train --objective semantic`` these are the image's
+    semantic embedding (Barz & Denzler 2019), compared by cosine.
+    """
+    if backbone.classifier is None or not isinstance(backbone.classifier, nn.Linear):
+        raise InputError(f"backbone {backbone.name} has no final linear layer", "drop --head")
+    out_dim = int(backbone.classifier.out_features)
+    return dataclasses.replace(
+        backbone,
+        module=nn.Sequential(backbone.module, backbone.classifier).eval(),
+        feature_dim=out_dim,
+        classifier=None,
+        extra={**backbone.extra, "output": "head"},
+    )
 
 
 def load_backbone(

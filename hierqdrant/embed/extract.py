@@ -50,9 +50,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(
-                f"device {spec!r} requested but no CUDA GPU is available", "use --device cpu or auto"
-            )
+            raise InputError(f"device {spec!r} requested but no CUDA GPU is available", "use --device cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(
                 f"device {spec!r} requested but only {torch.cuda.device_count()} GPU(s) are visible",
@@ -87,7 +85,7 @@ class Extracted:
         return int(self.indices.shape[0])
 
 
-class _ImageDataset(Dataset[tuple[int, "torch.Tensor | None", str | None]]):
+class ImageDataset(Dataset[tuple[int, "torch.Tensor | None", str | None]]):
     """(index, tensor, None) for a good image, (index, None, reason) for a bad one."""
 
     def __init__(
@@ -118,26 +116,26 @@ class _ImageDataset(Dataset[tuple[int, "torch.Tensor | None", str | None]]):
 
 
 @dataclass
-class _Batch:
+class ImageBatch:
     indices: torch.Tensor
     images: torch.Tensor | None
     failed: list[tuple[int, str]]
 
-    def pin_memory(self) -> _Batch:
+    def pin_memory(self) -> ImageBatch:
         """Called by the DataLoader's pin-memory thread for custom batch types."""
         if self.images is not None:
             self.images = self.images.pin_memory()
         return self
 
 
-def _collate(samples: list[tuple[int, torch.Tensor | None, str | None]]) -> _Batch:
+def collate_images(samples: list[tuple[int, torch.Tensor | None, str | None]]) -> ImageBatch:
     ok = [(i, t) for i, t, _ in samples if t is not None]
     failed = [(i, r or "unknown error") for i, t, r in samples if t is None]
     if not ok:
-        return _Batch(torch.empty(0, dtype=torch.long), None, failed)
+        return ImageBatch(torch.empty(0, dtype=torch.long), None, failed)
     indices = torch.tensor([i for i, _ in ok], dtype=torch.long)
     # default_collate stacks straight into shared memory inside a worker (no extra copy on send).
-    return _Batch(indices, default_collate([t for _, t in ok]), failed)
+    return ImageBatch(indices, default_collate([t for _, t in ok]), failed)
 
 
 def _progress(console: Console | None) -> Progress:
@@ -198,9 +196,7 @@ def extract_features(
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}", "pass e.g. --batch-size 256")
     if num_workers is not None and num_workers < 0:
-        raise InputError(
-            f"num_workers must be >= 0, got {num_workers}", "pass 0 to decode in the main process"
-        )
+        raise InputError(f"num_workers must be >= 0, got {num_workers}", "pass 0 to decode in the main process")
     dev = resolve_device(device)
     n = len(paths)
     dim = int(backbone.feature_dim)
@@ -216,11 +212,11 @@ def extract_features(
     # memory, pinned memory and PCIe), the device converts and normalises the whole batch.
     split = backbone.transform if isinstance(backbone.transform, ImageTransform) else None
     loader = DataLoader(
-        _ImageDataset(paths, split.to_uint8 if split is not None else backbone.transform, image_hook),
+        ImageDataset(paths, split.to_uint8 if split is not None else backbone.transform, image_hook),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         pin_memory=on_cuda,
         **loader_kwargs,
     )
@@ -236,15 +232,30 @@ def extract_features(
         if on_cuda
         else torch.autocast(device_type="cpu", enabled=False)
     )
+    normalize = split.normalizer(dev) if split is not None else None
     cudnn_benchmark = torch.backends.cudnn.benchmark
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     feats: list[np.ndarray] = []
     idxs: list[np.ndarray] = []
     skipped: list[Skipped] = []
     path_strs = [str(p) for p in paths]
     bar = _progress(console) if progress else None
     task = bar.add_task(f"features ({backbone.name}, {dev})", total=n) if bar is not None else None
+    # Results of the batch in flight: (indices, host tensor, copy-done event, files in the batch).
+    pending: tuple[np.ndarray, torch.Tensor | None, torch.cuda.Event | None, int] | None = None
+
+    def finish(job: tuple[np.ndarray, torch.Tensor | None, torch.cuda.Event | None, int]) -> None:
+        ind, host, done, count = job
+        if done is not None:
+            done.synchronize()  # waits for this batch's copy only, not for the batch launched after it
+        f = np.zeros((0, dim), np.float32) if host is None else host.numpy().copy()
+        feats.append(f)
+        idxs.append(ind)
+        if on_batch is not None:
+            on_batch(ind, f)
+        if bar is not None and task is not None:
+            bar.advance(task, count)
+
+    full_seen = False
     try:
         if bar is not None:
             bar.start()
@@ -252,24 +263,45 @@ def extract_features(
             for batch in loader:
                 skipped.extend(Skipped(path_strs[i], r) for i, r in batch.failed)
                 ind = batch.indices.numpy().astype(np.int64, copy=False)
-                if batch.images is not None:
-                    x = batch.images.to(dev, non_blocking=on_cuda)
-                    if split is not None:
-                        x = split.normalize(x)
-                    if channels_last and x.ndim == 4:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    out = model(x)
-                    if isinstance(out, (tuple, list)):  # e.g. Inception in training-style outputs
-                        out = out[0]
-                    f = out.float().reshape(out.shape[0], -1).cpu().numpy()
+                count = len(ind) + len(batch.failed)
+                if batch.images is None:
+                    if pending is not None:
+                        finish(pending)
+                        pending = None
+                    finish((ind, None, None, count))
+                    continue
+                x = batch.images.to(dev, non_blocking=on_cuda)
+                if normalize is not None:
+                    x = normalize(x)
+                m = x.shape[0]
+                if on_cuda:
+                    # cuDNN autotunes once per input shape: tune for full batches and pad a short batch
+                    # (the last one, or one with skipped files) up to that shape instead of re-tuning.
+                    if m == batch_size:
+                        full_seen = True
+                    elif full_seen:
+                        x = torch.cat([x, x.new_zeros((batch_size - m, *x.shape[1:]))])
+                    torch.backends.cudnn.benchmark = full_seen
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = model(x)
+                if isinstance(out, (tuple, list)):  # e.g. Inception's training-style outputs
+                    out = out[0]
+                out = out[:m].float().reshape(m, -1)
+                done: torch.cuda.Event | None = None
+                if on_cuda:
+                    host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(out, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record()
                 else:
-                    f = np.zeros((0, dim), np.float32)
-                feats.append(f)
-                idxs.append(ind)
-                if on_batch is not None:
-                    on_batch(ind, f)
-                if bar is not None and task is not None:
-                    bar.advance(task, len(ind) + len(batch.failed))
+                    host = out
+                if pending is not None:  # the GPU now runs this batch while the host handles the last
+                    finish(pending)
+                pending = (ind, host, done, count)
+            if pending is not None:
+                finish(pending)
+                pending = None
     finally:
         if bar is not None:
             bar.stop()

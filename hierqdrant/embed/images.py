@@ -28,9 +28,7 @@ from PIL import Image, UnidentifiedImageError
 __all__ = ["IMAGE_EXTENSIONS", "MIN_SIDE", "ImageDecodeError", "load_rgb", "is_image_file"]
 
 #: File extensions (lower case, with the dot) treated as images when a dataset is discovered.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 #: Smallest accepted side in pixels. A 1-pixel side is a tracking pixel or a placeholder, not a
 #: picture: resized to the network's input it becomes a flat colour whose feature vector says

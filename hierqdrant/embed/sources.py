@@ -168,9 +168,7 @@ def _walk_images(
             if is_image_file(entry.name):
                 found.append((path, path.relative_to(root).as_posix()))
             else:
-                problems.append(
-                    Skipped(entry.path, "not an image file (extension not in: " + _EXT_LIST + ")")
-                )
+                problems.append(Skipped(entry.path, "not an image file (extension not in: " + _EXT_LIST + ")"))
     found.sort(key=lambda pk: pk[1])
     return found
 
@@ -189,9 +187,7 @@ def _top_level(directory: Path, problems: list[Skipped]) -> tuple[list[Path], li
     return dirs, images, others
 
 
-def _class_folders(
-    directory: Path, root: Path, problems: list[Skipped]
-) -> list[tuple[str, list[tuple[Path, str]]]]:
+def _class_folders(directory: Path, root: Path, problems: list[Skipped]) -> list[tuple[str, list[tuple[Path, str]]]]:
     """ImageFolder classes of ``directory`` (sorted by name) with their images; empty ones dropped."""
     dirs, loose_images, _ = _top_level(directory, problems)
     for p in loose_images:
@@ -209,9 +205,7 @@ def _class_folders(
 def _discover_imagefolder(root: Path, problems: list[Skipped]) -> tuple[list[ImageItem], list[str]]:
     classes = _class_folders(root, root, problems)
     items = [
-        ImageItem(path=p, key=k, label=label, split=None)
-        for label, (_, files) in enumerate(classes)
-        for p, k in files
+        ImageItem(path=p, key=k, label=label, split=None) for label, (_, files) in enumerate(classes) for p, k in files
     ]
     return items, [name for name, _ in classes]
 
@@ -233,18 +227,13 @@ def _discover_train_test(root: Path, problems: list[Skipped]) -> tuple[list[Imag
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise InputError(
-            f"test class(es) {shown} have no images in {root / 'train'} "
-            f"({len(missing)} of {len(test)} test classes)",
+            f"test class(es) {shown} have no images in {root / 'train'} ({len(missing)} of {len(test)} test classes)",
             "add their training images under train/<class>/ or remove those folders from test/",
         )
     items = [
-        ImageItem(path=p, key=k, label=label, split="train")
-        for label, (_, files) in enumerate(train)
-        for p, k in files
+        ImageItem(path=p, key=k, label=label, split="train") for label, (_, files) in enumerate(train) for p, k in files
     ]
-    items += [
-        ImageItem(path=p, key=k, label=index[name], split="test") for name, files in test for p, k in files
-    ]
+    items += [ImageItem(path=p, key=k, label=index[name], split="test") for name, files in test for p, k in files]
     return items, class_names
 
 
@@ -316,9 +305,7 @@ def _discover_cub(root: Path, problems: list[Skipped]) -> tuple[list[ImageItem],
             continue
         label = len(class_names)
         class_names.append(class_name[cid])
-        items.extend(
-            ImageItem(path=it.path, key=it.key, label=label, split=it.split) for _, it in sorted(members)
-        )
+        items.extend(ImageItem(path=it.path, key=it.key, label=label, split=it.split) for _, it in sorted(members))
     return items, class_names
 
 
@@ -378,9 +365,7 @@ def discover(root: str | os.PathLike[str], *, kind: SourceKind | None = None) ->
         items, class_names = _discover_cub(src_root, problems)
     elif layout == "train-test":
         if not ((base / "train").is_dir() and (base / "test").is_dir()):
-            raise InputError(
-                f"{base} has no train/ and test/ folders", "create them or let the layout be detected"
-            )
+            raise InputError(f"{base} has no train/ and test/ folders", "create them or let the layout be detected")
         items, class_names = _discover_train_test(base, problems)
     elif layout == "unlabelled":
         items, class_names = _discover_unlabelled(base, problems)
@@ -388,9 +373,7 @@ def discover(root: str | os.PathLike[str], *, kind: SourceKind | None = None) ->
         items, class_names = _discover_imagefolder(base, problems)
     if not items:
         hint = (
-            f" ({len(problems)} entries skipped, first: {problems[0].path}: {problems[0].reason})"
-            if problems
-            else ""
+            f" ({len(problems)} entries skipped, first: {problems[0].path}: {problems[0].reason})" if problems else ""
         )
         raise InputError(
             f"no images found in {base} (layout {layout}){hint}",

@@ -1,0 +1,5 @@
+"""``python -m hierqdrant`` — the same as the ``hierqdrant`` command."""
+
+from .cli import main
+
+main()
