@@ -17,7 +17,7 @@ from .gaussian import (
     Gaussians,
     add_ridge,
     bhattacharyya_distance_pairs,
-    log_determinants,
+    eigenvalues,
     overlap_candidates,
     shrunk_covariance,
 )
@@ -81,9 +81,10 @@ def build_overlap(
     parent: list[int] = [-1] * k
     current = list(range(k))  # node ids alive at this level
     members: dict[int, list[int]] = {c: [c] for c in range(k)}
-    means = class_gaussians.means.copy()
-    covs = class_gaussians.covariances.copy()
-    logdets = log_determinants(covs)
+    # Read-only here: every level builds new arrays, so the class Gaussians are not copied.
+    means = class_gaussians.means
+    covs = class_gaussians.covariances
+    spectra = eigenvalues(covs)
     is_new = np.ones(k, dtype=bool)
     report = OverlapReport()
 
@@ -94,9 +95,10 @@ def build_overlap(
         pairs = pairs[is_new[pairs[:, 0]] | is_new[pairs[:, 1]]]
         total = pairs.shape[0]
         if total:
-            pairs = pairs[overlap_candidates(means, covs, pairs, t)]
+            pairs = pairs[overlap_candidates(means, spectra[:, -1], pairs, t)]
         edges = np.empty((0, 2), dtype=np.int64)
         if pairs.shape[0]:
+            logdets = np.log(spectra).sum(axis=1)
             bc = np.exp(-bhattacharyya_distance_pairs(means, covs, pairs, logdets))
             edges = pairs[bc >= t]
         if edges.shape[0] == 0:
@@ -138,7 +140,7 @@ def build_overlap(
         is_new = np.asarray(new_flags)
         covs = np.stack(new_covs)
         covs[is_new] = add_ridge(covs[is_new])
-        logdets = log_determinants(covs)
+        spectra = eigenvalues(covs)
 
     if len(current) > 1:
         root = len(parent)

@@ -188,11 +188,12 @@ def mahalanobis_squared(points: np.ndarray, w: np.ndarray, b: np.ndarray, chunk:
 
 
 def add_ridge(covs: np.ndarray) -> np.ndarray:
-    """``Σ + ε·I`` with ε = 1e-6 × the mean per-dimension variance of the stack."""
+    """``Σ + ε·I`` in place, with ε = 1e-6 × the mean per-dimension variance of the stack."""
     d = covs.shape[-1]
     scale = float(np.trace(covs, axis1=-2, axis2=-1).mean()) / d
-    ridge = _RIDGE * (scale if scale > 0 else 1.0)
-    return covs + ridge * np.eye(d)
+    diagonal = np.einsum("...ii->...i", covs)  # a writable view of every diagonal
+    diagonal += _RIDGE * (scale if scale > 0 else 1.0)
+    return covs
 
 
 def _cholesky(mats: np.ndarray) -> np.ndarray:
@@ -205,10 +206,13 @@ def _cholesky(mats: np.ndarray) -> np.ndarray:
         ) from None
 
 
-def log_determinants(covs: np.ndarray) -> np.ndarray:
-    """``ln det Σ`` for a stack (…, d, d), via Cholesky: ``2 Σ_i ln L_ii``."""
-    chol = _cholesky(covs)
-    return 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+def log_determinants(covs: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """``ln det Σ`` for a stack (K, d, d), via Cholesky: ``2 Σ_i ln L_ii`` (in chunks to bound memory)."""
+    out = np.empty(covs.shape[0])
+    for start, stop in _chunks(covs.shape[0], chunk):
+        chol = _cholesky(covs[start:stop])
+        out[start:stop] = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+    return out
 
 
 def bhattacharyya_distance_pairs(
@@ -256,9 +260,15 @@ def bhattacharyya_matrix(means: np.ndarray, covs: np.ndarray) -> np.ndarray:
     return bc
 
 
-def overlap_candidates(
-    means: np.ndarray, covs: np.ndarray, pairs: np.ndarray, threshold: float
-) -> np.ndarray:
+def eigenvalues(covs: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(K, d) ascending eigenvalues of a stack of symmetric matrices (in chunks to bound memory).
+
+    One decomposition gives both what the overlap builder needs: ``ln det Σ = Σ ln λ`` and ``λ_max``.
+    """
+    return np.concatenate([np.linalg.eigvalsh(covs[a:b]) for a, b in _chunks(covs.shape[0], chunk)])
+
+
+def overlap_candidates(means: np.ndarray, lam_max: np.ndarray, pairs: np.ndarray, threshold: float) -> np.ndarray:
     """Mask of the pairs whose BC may reach ``threshold``; the others provably have BC < t.
 
     The log-determinant term of D_B is ≥ 0 (ln det is concave), and
@@ -266,10 +276,13 @@ def overlap_candidates(
     ``D_B ≥ ‖Δμ‖² / (4 (λ_max(Σ_i) + λ_max(Σ_j)))``; BC ≥ t needs that bound ≤ −ln t.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    lam = np.linalg.eigvalsh(covs)[:, -1]
     i, j = pairs[:, 0], pairs[:, 1]
-    gap = np.einsum("pd,pd->p", means[i] - means[j], means[i] - means[j])
-    lower = gap / (4.0 * (lam[i] + lam[j]))
+    # ‖μ_i − μ_j‖² from the Gram matrix (no (P, d) temporary); the slack covers the cancellation error.
+    sq = np.einsum("kd,kd->k", means, means)
+    gram = means @ means.T
+    gap = sq[i] + sq[j] - 2.0 * gram[i, j]
+    gap = np.maximum(gap - 1e-9 * (sq[i] + sq[j]), 0.0)
+    lower = gap / (4.0 * (lam_max[i] + lam_max[j]))
     # A hair of slack keeps rounding from pruning a pair that sits exactly at the threshold.
     return np.asarray(lower <= -np.log(threshold) * (1 + 1e-9) + 1e-12, dtype=bool)
 

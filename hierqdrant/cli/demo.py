@@ -23,6 +23,8 @@ def demo_command(
     collection: str = typer.Option("digits-demo", "--collection", "-c", help="Collection to build."),
     queries: int = typer.Option(3, "--queries", help="How many example queries to print."),
     k: int = typer.Option(8, "-k", help="Results per example query."),
+    threshold: float = typer.Option(1e-3, "--threshold", "-t", help="Overlap threshold t (8×8 digits barely overlap)."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Weight α of the hierarchy term."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Write scikit-learn's digits as PNG folders, ingest them with the `pixels` backbone into the
@@ -51,20 +53,16 @@ def demo_command(
                 device="cpu",
                 num_workers=0,
                 pca=0.95,
-                threshold=0.2,
-                alpha=1.0,
+                threshold=threshold,
+                alpha=alpha,
                 cache_dir=data_dir / "cache",
                 progress=not as_json,
             ),
             console=err_console,
         )
         searcher = HierarchicalSearcher(engine, collection)
-        train_only = models.Filter(
-            must=[models.FieldCondition(key="hq.split", match=models.MatchValue(value="train"))]
-        )
-        test_only = models.Filter(
-            must=[models.FieldCondition(key="hq.split", match=models.MatchValue(value="test"))]
-        )
+        train_only = models.Filter(must=[models.FieldCondition(key="hq.split", match=models.MatchValue(value="train"))])
+        test_only = models.Filter(must=[models.FieldCondition(key="hq.split", match=models.MatchValue(value="test"))])
         test: list[tuple[dict[str, Any], np.ndarray]] = []
         for _, vecs, payloads in iter_points(engine, collection, filter=test_only):
             assert vecs is not None
@@ -73,9 +71,7 @@ def demo_command(
         z = np.stack([v for _, v in test])
         truth = np.asarray([searcher.model.class_names.index(p["hq"]["label"]) for p, _ in test])
         ranked = {
-            "cosine": searcher.search_batch(
-                z, 10, filter=train_only, alpha=0.0, projected=True, strategy="exact"
-            ),
+            "cosine": searcher.search_batch(z, 10, filter=train_only, alpha=0.0, projected=True, strategy="exact"),
             "hierarchical": searcher.search_batch(z, 10, filter=train_only, projected=True, strategy="auto"),
         }
     finally:

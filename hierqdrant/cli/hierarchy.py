@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from ..errors import InputError
-from .common import console, handle_errors, parse_pca, print_json
+from .common import (
+    api_key_option,
+    console,
+    data_dir_option,
+    handle_errors,
+    open_engine,
+    parse_pca,
+    print_json,
+    resolve_collection,
+    url_option,
+)
 
 app = typer.Typer(help="Build, show and export class hierarchies.", no_args_is_help=True)
 
@@ -32,9 +43,7 @@ def build_command(
     features: Path = typer.Option(
         ..., "--features", "-f", help="Features .npz with 'features' and 'labels' (and optionally 'classes')."
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Directory to write the model into (model.json + arrays.npz)."
-    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the model into (model.json + arrays.npz)."),
     builder: BuilderName = typer.Option(
         BuilderName.overlap,
         help="overlap (the paper), ward (linkage of class means) or given (a taxonomy file).",
@@ -46,9 +55,7 @@ def build_command(
         0.3, "--threshold", "-t", help="Classes whose Bhattacharyya coefficient ≥ t merge (overlap builder)."
     ),
     alpha: float = typer.Option(3.0, help="Default weight α of the hierarchy term for queries."),
-    pca: str = typer.Option(
-        "0.95", help="Variance share to keep (0.95), a number of components (64) or 'all'."
-    ),
+    pca: str = typer.Option("0.95", help="Variance share to keep (0.95), a number of components (64) or 'all'."),
     covariance: str = typer.Option("ledoit-wolf", help="Shrinkage estimator: ledoit-wolf or oas."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -80,16 +87,35 @@ def build_command(
     _print_summary(summary)
 
 
+def _load(model_dir: Path | None, collection: str | None, url: str | None, api_key: str | None, data_dir: Path) -> Any:
+    """A model from a directory, or the one stored with a collection."""
+    from ..model import HierarchyModel
+
+    if model_dir is not None:
+        return HierarchyModel.load(model_dir)
+    from ..collection import read_collection_model
+
+    engine = open_engine(url, api_key, data_dir)
+    try:
+        return read_collection_model(engine, resolve_collection(engine, collection))[0]
+    finally:
+        engine.close()
+
+
 @app.command("show")
 @handle_errors
 def show_command(
-    model_dir: Path = typer.Argument(..., help="A model directory written by `hierarchy build`."),
+    model_dir: Path | None = typer.Argument(None, help="A model directory (default: the model of --collection)."),
+    collection: str | None = typer.Option(
+        None, "--collection", "-c", help="Show the model stored with this collection."
+    ),
+    url: str | None = url_option(),
+    api_key: str | None = api_key_option(),
+    data_dir: Path = data_dir_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the tree."),
 ) -> None:
     """Print a model's class tree with class names, node heights and sizes."""
-    from ..model import HierarchyModel
-
-    model = HierarchyModel.load(model_dir)
+    model = _load(model_dir, collection, url, api_key, data_dir)
     if as_json:
         print_json({**model.summary(), "hierarchy": model.hierarchy.to_dict()})
         return
@@ -100,18 +126,18 @@ def show_command(
 @app.command("export")
 @handle_errors
 def export_command(
-    model_dir: Path = typer.Argument(..., help="A model directory written by `hierarchy build`."),
-    fmt: ExportFormat = typer.Option(
-        ExportFormat.newick, "--format", help="newick, json, parent-child or png."
-    ),
+    model_dir: Path | None = typer.Argument(None, help="A model directory (default: the model of --collection)."),
+    collection: str | None = typer.Option(None, "--collection", "-c", help="Export the model of this collection."),
+    url: str | None = url_option(),
+    api_key: str | None = api_key_option(),
+    data_dir: Path = data_dir_option(),
+    fmt: ExportFormat = typer.Option(ExportFormat.newick, "--format", help="newick, json, parent-child or png."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout (required for png)."
     ),
 ) -> None:
-    """Export a model's class tree."""
-    from ..model import HierarchyModel
-
-    tree = HierarchyModel.load(model_dir).hierarchy
+    """Export a model's class tree (Newick, JSON, parent-child text, or a PNG drawing)."""
+    tree = _load(model_dir, collection, url, api_key, data_dir).hierarchy
     if fmt is ExportFormat.png:
         if out is None:
             raise InputError("--format png needs --out FILE.png")
