@@ -51,6 +51,8 @@ class IngestOptions:
     covariance: str = "ledoit-wolf"
     leaf_from: LeafFrom = "predicted"
     payload_key: str = DEFAULT_PAYLOAD_KEY
+    tune: bool = False  # choose t and α on a validation split of the labelled training images
+    tune_metric: str = "map@r"  # on CIFAR-10 validation map@10 barely separates α values; map@r does
     keep_model: bool = False  # assign with the collection's stored model instead of refitting
     recreate: bool = False  # drop the collection first
     cache_dir: Path = Path(".hierqdrant") / "cache"
@@ -98,12 +100,8 @@ class IngestResult:
             "fitted": self.fitted,
             "splits": self.splits,
             "seconds": round(self.seconds, 2),
-            "embed_images_per_s": round(self.embedded / self.embed_seconds, 1)
-            if self.embed_seconds > 0
-            else None,
-            "upsert_points_per_s": round(self.ingested / self.upsert_seconds, 1)
-            if self.upsert_seconds > 0
-            else None,
+            "embed_images_per_s": round(self.embedded / self.embed_seconds, 1) if self.embed_seconds > 0 else None,
+            "upsert_points_per_s": round(self.ingested / self.upsert_seconds, 1) if self.upsert_seconds > 0 else None,
         }
 
 
@@ -167,22 +165,42 @@ def ingest(
                 f"{src} has no labelled images and collection {collection!r} has no model to assign them",
                 "ingest a labelled folder first (class subfolders), then unlabelled ones",
             )
-        say(
-            f"fitting PCA, class Gaussians and the {opts.builder} hierarchy on {len(labelled)} labelled images"
-        )
+        say(f"fitting PCA, class Gaussians and the {opts.builder} hierarchy on {len(labelled)} labelled images")
         idx = np.asarray(labelled)
-        model = HierarchyModel.fit(
-            table.features[idx],
-            np.asarray([table.labels[i] for i in labelled]),
-            class_names=table.class_names,
-            builder=opts.builder,
-            threshold=opts.threshold,
-            alpha=opts.alpha,
-            taxonomy=opts.taxonomy,
-            n_components=opts.pca,
-            covariance=opts.covariance,
-            extractor=table.extractor,
-        )
+        train_x, train_y = table.features[idx], np.asarray([table.labels[i] for i in labelled])
+        if opts.tune:
+            from .tune import tune
+
+            tuned = tune(
+                train_x,
+                train_y,
+                table.class_names,
+                builder=opts.builder,
+                metric=opts.tune_metric,
+                leaf_from=opts.leaf_from,
+                taxonomy=opts.taxonomy,
+                n_components=opts.pca,
+                covariance=opts.covariance,
+                extractor=table.extractor,
+            )
+            say(
+                f"tuned on a validation split: t={tuned.best_threshold}, α={tuned.best_alpha} "
+                f"({opts.tune_metric} {tuned.best_score:.4f}; cosine {tuned.cosine_score:.4f})"
+            )
+            model = tuned.model
+        else:
+            model = HierarchyModel.fit(
+                train_x,
+                train_y,
+                class_names=table.class_names,
+                builder=opts.builder,
+                threshold=opts.threshold,
+                alpha=opts.alpha,
+                taxonomy=opts.taxonomy,
+                n_components=opts.pca,
+                covariance=opts.covariance,
+                extractor=table.extractor,
+            )
         fitted = True
         if stored is not None and stored[0].model_id != model.model_id:
             raise ModelMismatchError(
@@ -325,9 +343,7 @@ def _from_images(
     found = discover(root)
     skipped = [Skip(p.path, p.reason) for p in found.problems]
     if not found.items:
-        raise InputError(
-            f"{root} has no usable images", "check the folder layout (class subfolders of images)"
-        )
+        raise InputError(f"{root} has no usable images", "check the folder layout (class subfolders of images)")
     stored_desc = stored[0].extractor if stored is not None else None
     if opts.backbone is None and stored_desc is not None and has_image_extractor(stored_desc):
         backbone = extractor_from_description(stored_desc, opts.weights)

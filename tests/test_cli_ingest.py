@@ -229,3 +229,19 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert out is not None and out["images"] == 1797 and out["queries"] > 100
     assert out["scores"]["hierarchical"]["map@10"] > 0.9
     assert out["certificate_rate"] == 1.0
+
+
+def test_ingest_tune_stores_the_chosen_t_and_alpha(tmp_path: Path, store: Path) -> None:
+    src = make_folder(tmp_path / "imgs", classes=4, per_class=10)
+    code, out, text = invoke(*ingest_args(src, store), "--tune")
+    assert code == 0, text
+    assert out is not None
+    from hierqdrant.collection import read_collection_model
+    from hierqdrant.engines import EdgeEngine
+
+    engine = EdgeEngine(store)
+    model, _ = read_collection_model(engine, "pics")
+    engine.close()
+    tuning = model.info["tuning"]
+    assert model.model_id == out["model_id"]
+    assert model.alpha == tuning["best_alpha"] and model.threshold == tuning["best_threshold"]

@@ -8,6 +8,7 @@ from .. import __version__
 from . import hierarchy
 from .demo import demo_command
 from .embed import embed_command
+from .evaluate import eval_command, tune_command
 from .info import info_command
 from .ingest import ingest_command
 from .query import query_command
@@ -26,6 +27,8 @@ app.command("info")(info_command)
 app.command("embed")(embed_command)
 app.command("train")(train_command)
 app.command("demo")(demo_command)
+app.command("eval")(eval_command)
+app.command("tune")(tune_command)
 app.add_typer(hierarchy.app, name="hierarchy")
 
 

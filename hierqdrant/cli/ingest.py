@@ -63,25 +63,23 @@ def ingest_command(
         Device.auto, "--device", help="Where to embed: auto (GPU if there is one), cuda or cpu."
     ),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per embedding batch."),
-    workers: int | None = typer.Option(
-        None, "--workers", help="DataLoader worker processes (default: min(8, CPUs))."
-    ),
-    builder: BuilderName = typer.Option(
-        BuilderName.overlap, "--builder", help="overlap (the paper), ward or given."
-    ),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (default: min(8, CPUs))."),
+    builder: BuilderName = typer.Option(BuilderName.overlap, "--builder", help="overlap (the paper), ward or given."),
     threshold: float = typer.Option(
         0.3, "--threshold", "-t", help="Overlap threshold t on the Bhattacharyya coefficient."
     ),
     alpha: float = typer.Option(3.0, "--alpha", help="Default weight α of the hierarchy term for queries."),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file for --builder given."),
-    pca: str = typer.Option(
-        "0.95", "--pca", help="Variance share to keep, a number of components, or 'all'."
-    ),
+    pca: str = typer.Option("0.95", "--pca", help="Variance share to keep, a number of components, or 'all'."),
     leaf_from: LeafFrom = typer.Option(
         LeafFrom.predicted,
         "--leaf-from",
         help="Leaf of a stored image: predicted (Mahalanobis, the paper) or its label.",
     ),
+    tune: bool = typer.Option(
+        False, "--tune", help="Choose t and α on a validation split of the labelled training images."
+    ),
+    tune_metric: str = typer.Option("map@r", "--tune-metric", help="What --tune maximises: map@K, map@r, p@1."),
     keep_model: bool = typer.Option(
         False,
         "--keep-model",
@@ -119,6 +117,8 @@ def ingest_command(
         pca=parse_pca(pca),
         leaf_from=leaf_from.value,
         payload_key=payload_key,
+        tune=tune,
+        tune_metric=tune_metric,
         keep_model=keep_model,
         recreate=recreate,
         cache_dir=data_dir / "cache",
