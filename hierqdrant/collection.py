@@ -191,8 +191,11 @@ def upsert_points(
     _check_lengths(n, keys=keys, labels=labels, splits=splits, payloads=payloads, leaves=leaves)
     started = time.perf_counter()
     batches = 0
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
+    # One engine call per chunk: the engine batches its requests by batch_size, and the embedded
+    # engine flushes to disk once per call (a flush per 1,024 points cost up to a third of the time).
+    chunk = max(batch_size, 32768)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
         z = x[start:stop] if projected else model.transform(x[start:stop])
         if z.shape[1] != model.dims:
             raise InputError(f"vectors have {z.shape[1]} dims, the collection stores {model.dims}")

@@ -63,6 +63,7 @@ class HierarchyModel:
         self._whitening: tuple[np.ndarray, np.ndarray] | None = None
         self._lca_height: np.ndarray | None = None
         self._model_id: str | None = None
+        self._paths: list[list[int]] | None = None
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -236,7 +237,9 @@ class HierarchyModel:
         """Node ids from ``leaf`` up to the root (the payload's ``ancestors``)."""
         if not 0 <= int(leaf) < self.num_classes:
             raise InputError(f"leaf {leaf} is not a class (0…{self.num_classes - 1})")
-        return self.hierarchy.ancestors(int(leaf))
+        if self._paths is None:
+            self._paths = self.hierarchy.ancestor_paths()  # K distinct lists, reused for every point
+        return list(self._paths[int(leaf)])
 
     # -- projection and assignment ---------------------------------------------------------------
 

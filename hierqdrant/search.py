@@ -13,7 +13,8 @@ Strategies (all rank by the same D; they differ in cost and exactness):
   nested under one outer cosine prefetch (``$score`` refers to the first prefetch only), re-scored by
   the formula. Exact: a true top-k point x with LCA ``a_j`` is among ring ``a_j``'s cosine top-k,
   because every ring member with a higher cosine has LCA height ≤ η_j and so a smaller D.
-* ``auto`` — one batched request: the cosine top-(m·k) and the low rings ``a_0 … a_{j−1}`` (limit k).
+* ``auto`` — one batched request: the cosine top-(m·k) and the low rings ``a_0 … a_{j−1}`` (limit k;
+  by default just the leaf ring, widened when the certificate keeps failing).
   Any point not fetched either sits in a fetched ring behind k fetched members with smaller D, or
   has cosine distance ≥ c_max (the largest among the unfiltered candidates) and LCA height ≥ η_j, so
   ``D ≥ c_max + α·η_j/H``. When the k-th best D found is ≤ that bound the answer is certified
@@ -95,8 +96,8 @@ class HierarchicalSearcher:
         strategy: ``auto`` (default), ``exact``, ``rerank`` or ``formula``.
         payload_key: namespace of the plugin's payload (default: the collection's, else ``hq``).
         oversample: m, the cosine candidates fetched are m·k (rerank, formula, auto).
-        auto_rings: j, the rings ``a_0 … a_{j−1}`` fetched by auto (default L − 1, at least 1:
-            every ring but the widest one below the root).
+        auto_rings: j, the rings ``a_0 … a_{j−1}`` fetched by auto (default adaptive: the leaf ring,
+            one ring more whenever over a tenth of a batch's answers needed the ``exact`` fallback).
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class HierarchicalSearcher:
         strategy: Strategy = "auto",
         payload_key: str | None = None,
         *,
-        oversample: float = 3.0,
+        oversample: float = 2.0,
         auto_rings: int | None = None,
         exact: bool = False,
         hnsw_ef: int | None = None,
@@ -126,6 +127,7 @@ class HierarchicalSearcher:
         self.strategy = _check_strategy(strategy)
         self.oversample = _check_oversample(oversample)
         self.auto_rings = auto_rings
+        self._rings = 1  # the adaptive ring count used when auto_rings is None
         self.exact = exact
         self.hnsw_ef = hnsw_ef
         self.stats = SearchStats()
@@ -353,6 +355,7 @@ class HierarchicalSearcher:
         results = self.engine.query_batch(self.collection, requests)
         out: list[list[SearchHit] | None] = []
         failed: list[int] = []
+        checked = 0
         h = max(self.model.tree_height, 1)
         pos = 0
         for n, (q, j) in enumerate(zip(prepared, rings_of, strict=True)):
@@ -363,6 +366,7 @@ class HierarchicalSearcher:
             if len(plain) < candidates:
                 certified = True  # the unfiltered query returned every point the filter allows
             else:
+                checked += 1
                 c_max = 1.0 - min(hit.score for hit in plain)
                 bound = c_max + alpha * q.heights[j] / h
                 certified = len(ranked) == k and ranked[-1].distance <= bound - _CERT_EPS
@@ -377,11 +381,14 @@ class HierarchicalSearcher:
             exact = self._exact([prepared[n] for n in failed], user, k, params, alpha)
             for n, hits in zip(failed, exact, strict=True):
                 out[n] = hits
+            # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
+            if self.auto_rings is None and checked and len(failed) > 0.1 * checked:
+                self._rings = min(self._rings + 1, self.model.tree_height)
         return [hits for hits in out if hits is not None]
 
     def _auto_ring_count(self, q: _Query) -> int:
         top = len(q.path) - 1  # L
-        j = self.auto_rings if self.auto_rings is not None else max(1, top - 1)
+        j = self.auto_rings if self.auto_rings is not None else self._rings
         return max(0, min(int(j), top))
 
     # -- turning engine hits into SearchHits ------------------------------------------------------------
@@ -389,8 +396,11 @@ class HierarchicalSearcher:
     def _lca(self, q: _Query, payload: dict[str, Any]) -> int:
         """Index i of the lowest query ancestor a_i on the point's path (the root when it has none)."""
         path = (payload.get(self.payload_key) or {}).get("ancestors") or ()
-        found = [q.rank[v] for v in path if v in q.rank]
-        return min(found) if found else len(q.path) - 1
+        for v in path:  # leaf first: the first node shared with the query's path is the LCA
+            i = q.rank.get(v)
+            if i is not None:
+                return i
+        return len(q.path) - 1
 
     def _hit(self, q: _Query, hit: Hit, cosine: float, i: int, alpha: float) -> SearchHit:
         h = max(self.model.tree_height, 1)
@@ -406,17 +416,22 @@ class HierarchicalSearcher:
         )
 
     def _rank_by_cosine(self, q: _Query, hits: Sequence[Hit], k: int, alpha: float) -> list[SearchHit]:
-        scored = [self._hit(q, hit, hit.score, self._lca(q, hit.payload), alpha) for hit in hits]
-        scored.sort(key=lambda s: (s.distance, -s.cosine, s.id))
-        return scored[:k]
+        """Sort candidates by D on plain tuples; SearchHits are built for the k kept only."""
+        step = alpha / max(self.model.tree_height, 1)
+        scored = []
+        for hit in hits:
+            i = self._lca(q, hit.payload)
+            scored.append((1.0 - hit.score + step * q.heights[i], -hit.score, hit.id, i, hit))
+        scored.sort(key=lambda s: s[:3])
+        return [self._hit(q, hit, -neg_cos, i, alpha) for _, neg_cos, _, i, hit in scored[:k]]
 
     def _from_formula(self, q: _Query, hits: Sequence[Hit], alpha: float) -> list[SearchHit]:
         """Formula scores are 1 − D; the cosine is recovered as score + α·η/H."""
-        h = max(self.model.tree_height, 1)
+        step = alpha / max(self.model.tree_height, 1)
         out = []
         for hit in hits:
             i = self._lca(q, hit.payload)
-            out.append(self._hit(q, hit, hit.score + alpha * q.heights[i] / h, i, alpha))
+            out.append(self._hit(q, hit, hit.score + step * q.heights[i], i, alpha))
         out.sort(key=lambda s: (s.distance, -s.cosine, s.id))
         return out
 

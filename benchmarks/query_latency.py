@@ -1,0 +1,1047 @@
+"""Query latency, exactness and throughput of the HierarchicalSearcher strategies on the embedded engine.
+
+Usage (from the repository root)::
+
+    python benchmarks/query_latency.py                   # the issue's size: N=100,000, 64-d, K=200, 1,000 queries
+    python benchmarks/query_latency.py --quick           # a small smoke run (N=10,000, 100 queries)
+    python benchmarks/query_latency.py --alpha 1,3       # several α (each gets its own interleaved run)
+    python benchmarks/query_latency.py --data-dir /tmp/x # where the shards go (default: a temp dir, removed)
+
+Data: a 4-level tree (root → 5 groups → 4 families each → 10 leaves each: K = 200, heights 0…3) and
+features with that structure: x = g + f + l + noise, with group, family and leaf offsets drawn around each
+other (σ 1.0 / 0.8 / 0.6, noise σ 1.0, 64-d); queries are fresh draws from random leaves, like the data.
+The model is ``HierarchyModel.fit(builder="given", taxonomy=tree, n_components=None)`` (PCA keeps all 64 dims).
+
+Sections (markdown tables on stdout):
+
+1. **Upsert**: the plugin's ``upsert_points`` (leaves given, projected vectors: the storage path) against a
+   raw ``EdgeShard.update(UpdateOperation.upsert_points([qdrant_edge.Point(...)]))`` of the same ids,
+   vectors and payloads (the payload dicts built beforehand; a flush after every 10k chunk), and the raw
+   path with a flush after every 1,024-point batch (what ``upsert_points`` does through
+   ``EdgeEngine.upsert``); rotating 10k chunks, batch 1,024. The plugin's default path (PCA + Mahalanobis
+   leaf inside) is timed on a subset, beside ``model.assign`` alone; a cProfile of one ``upsert_points``
+   call. Then HNSW is built (``EdgeEngine.optimize``).
+2. **Latency** (one query per call): for each search mode — exact search params (``exact=True``), HNSW at
+   default ef, HNSW at ef = 512 — every method runs on every query, round-robin with a rotating start, so
+   machine noise hits all methods alike. ``plain (raw shard)`` is a cosine top-k through ``EdgeShard.query``
+   (with payload), ``plain (adapter)`` the same through ``EdgeEngine.query_batch`` (qdrant-client models
+   translated). The strategies get the raw query feature (PCA and the query's leaf are part of their cost).
+   ``auto, leaf ring only`` is the library's auto with ``auto_rings=1`` (m = 3 and m = 1).
+   ``auto, lean prototype`` is benchmark-side code (see :class:`LeanAuto`): the same requests and
+   certificate on a leaner Python path, to show what the library could reach (also with the leaf ring
+   only and m = 1).
+   ``= brute force`` is the share of queries whose top-k equals the NumPy brute force under D (ids and
+   order; a position also counts when the hit's true D is within 1e-5 of the brute force's, a near tie);
+   for the plain query it is against the cosine brute force, and its recall@k is plain HNSW's own recall.
+3. **Batch throughput**: ``search_batch`` with 100 queries a call (plain: ``EdgeShard.query_batch``),
+   batches interleaved across methods.
+4. **Where the time goes**: one auto / plain query split into stages (PCA + leaf, building the
+   qdrant-client requests, translating them to qdrant_edge, the engine call, reading the hits' payloads);
+   the engine alone per request kind (plain limit k / 3k, leaf / family / group ring) with and without
+   payload; the query's leaf computed four ways; a cProfile of auto searches (top functions by own time).
+
+The machine's load (``uptime``) is printed per section: on a shared machine, compare ratios within one run,
+not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import qdrant_edge as qe  # noqa: E402
+from qdrant_client import models  # noqa: E402
+
+from hierqdrant.collection import create_collection, hq_payload, point_id, upsert_points  # noqa: E402
+from hierqdrant.engines import EdgeEngine, Hit  # noqa: E402
+from hierqdrant.engines.edge import edge_request  # noqa: E402
+from hierqdrant.hierarchy import Hierarchy  # noqa: E402
+from hierqdrant.model import HierarchyModel  # noqa: E402
+from hierqdrant.search import HierarchicalSearcher, Strategy  # noqa: E402
+
+GROUPS, FAMILIES, LEAVES = 5, 4, 10  # K = 200 leaves, 4 levels (heights 0, 1, 2, 3)
+SIGMA_GROUP, SIGMA_FAMILY, SIGMA_LEAF, SIGMA_NOISE = 1.0, 0.8, 0.6, 1.0
+NEAR_TIE = 1e-5
+COLLECTION = "bench_plugin"
+RAW = "bench_raw"
+ASSIGNED = "bench_plugin_assign"
+RAW_FLUSH = "bench_raw_flush"
+
+
+# ------------------------------------------------------------------------------------------ machine
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages (the machine is shared: this is the noise we ran under)."""
+    a, b, c = os.getloadavg()
+    return f"load {a:.2f} / {b:.2f} / {c:.2f}"
+
+
+def machine() -> str:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        import importlib.metadata as md
+
+        edge = md.version("qdrant-edge-py")
+    except Exception:  # noqa: BLE001
+        edge = "?"
+    return (
+        f"{cores}-core {platform.machine()}, no GPU used, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, numpy {np.__version__}, qdrant-edge-py {edge}"
+    )
+
+
+def blas_threads() -> str:
+    """BLAS thread pools as threadpoolctl sees them, and the env vars that set them."""
+    env = ", ".join(f"{v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if v in os.environ)
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info())
+    except Exception:  # noqa: BLE001
+        pools = "threadpoolctl unavailable"
+    return f"{pools}; env: {env or 'none set'}"
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return load()
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def make_tree() -> Hierarchy:
+    """root → GROUPS groups → FAMILIES families each → LEAVES leaves each; node ids: leaves, families,
+    groups, root."""
+    k = GROUPS * FAMILIES * LEAVES
+    fams = GROUPS * FAMILIES
+    parent = np.full(k + fams + GROUPS + 1, -1)
+    for leaf in range(k):
+        parent[leaf] = k + leaf // LEAVES
+    for f in range(fams):
+        parent[k + f] = k + fams + f // FAMILIES
+    for g in range(GROUPS):
+        parent[k + fams + g] = k + fams + GROUPS
+    return Hierarchy(parent, k, class_names=[f"c{i:03d}" for i in range(k)])
+
+
+def make_data(n: int, nq: int, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``x = μ_leaf + ε`` with ``μ_leaf = μ_family + σ_l·n``, ``μ_family = μ_group + σ_f·n``,
+    ``μ_group = σ_g·n`` (n standard normal): classes in a family overlap more than across families."""
+    rng = np.random.default_rng(seed)
+    k = GROUPS * FAMILIES * LEAVES
+    g = rng.standard_normal((GROUPS, dims)) * SIGMA_GROUP
+    f = g[np.arange(GROUPS * FAMILIES) // FAMILIES] + rng.standard_normal((GROUPS * FAMILIES, dims)) * SIGMA_FAMILY
+    centre = f[np.arange(k) // LEAVES] + rng.standard_normal((k, dims)) * SIGMA_LEAF
+    y = rng.integers(0, k, n)
+    x = centre[y] + rng.standard_normal((n, dims)) * SIGMA_NOISE
+    yq = rng.integers(0, k, nq)
+    xq = centre[yq] + rng.standard_normal((nq, dims)) * SIGMA_NOISE
+    return x, y, xq, yq
+
+
+def fast_leaves(model: HierarchyModel, z: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """``argmin_c ‖W_c z − b_c‖²`` (what ``model.assign(z, projected=True)`` computes) with one GEMM
+    against the stacked (K·d, d) whitening matrices per chunk instead of K batched mat-vecs."""
+    w, b = model.gaussians.whitening()
+    k, d, _ = w.shape
+    stacked = w.reshape(k * d, d)
+    out = np.empty(z.shape[0], dtype=np.int64)
+    for a in range(0, z.shape[0], chunk):
+        p = (z[a : a + chunk] @ stacked.T).reshape(-1, k, d) - b[None]
+        out[a : a + chunk] = np.argmin(np.einsum("nkd,nkd->nk", p, p), axis=1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
+
+
+def ms(x: float) -> str:
+    return f"{x * 1e3:.3f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class Truth:
+    """Brute force per query: the top-k ids and distances under D and under cosine, and a way to get the
+    true D / cosine distance of any id."""
+
+    d_ids: list[list[str]]
+    d_val: list[np.ndarray]
+    c_ids: list[list[str]]
+    c_val: list[np.ndarray]
+    d_rows: np.ndarray  # (Q, N) float32 D
+    c_rows: np.ndarray  # (Q, N) float32 cosine distance
+
+
+def brute_force(
+    model: HierarchyModel,
+    zq: np.ndarray,
+    leaf_q: np.ndarray,
+    z: np.ndarray,
+    leaves: np.ndarray,
+    ids: np.ndarray,
+    k: int,
+    alpha: float,
+) -> Truth:
+    """NumPy brute force of ``D = (1 − cos) + α·h(LCA)/H``; ties broken by id like the searcher."""
+    zu = z / np.linalg.norm(z, axis=1, keepdims=True)
+    lca = model.lca_height_matrix()
+    h = max(model.tree_height, 1)
+    nq = zq.shape[0]
+    d_rows = np.empty((nq, z.shape[0]), dtype=np.float32)
+    c_rows = np.empty((nq, z.shape[0]), dtype=np.float32)
+    out = Truth([], [], [], [], d_rows, c_rows)
+    for a in range(0, nq, 64):
+        q = zq[a : a + 64] / np.linalg.norm(zq[a : a + 64], axis=1, keepdims=True)
+        cos_d = 1.0 - q @ zu.T
+        d = cos_d + alpha * lca[leaf_q[a : a + 64][:, None], leaves[None, :]] / h
+        d_rows[a : a + 64] = d
+        c_rows[a : a + 64] = cos_d
+        for rows, id_out, val_out in ((d, out.d_ids, out.d_val), (cos_d, out.c_ids, out.c_val)):
+            for r in rows:
+                cand = np.argpartition(r, k + 20)[: k + 20]
+                order = cand[np.lexsort((ids[cand], r[cand]))][:k]
+                id_out.append(ids[order].tolist())
+                val_out.append(r[order])
+    return out
+
+
+def agreement(hits: list[str], want: list[str], want_d: np.ndarray, row: np.ndarray, index: dict[str, int]) -> bool:
+    """Top-k equal to the brute force: same ids in the same order, or a near tie at that position."""
+    if len(hits) != len(want):
+        return False
+    for pos, hid in enumerate(hits):
+        if hid != want[pos] and abs(float(row[index[hid]]) - float(want_d[pos])) > NEAR_TIE:
+            return False
+    return True
+
+
+def recall(hits: list[str], want: list[str]) -> float:
+    return len(set(hits) & set(want)) / max(1, len(want))
+
+
+# ---------------------------------------------------------------------------------------------- upsert
+
+
+def bench_upsert(
+    engine: EdgeEngine,
+    model: HierarchyModel,
+    x: np.ndarray,
+    z: np.ndarray,
+    leaves: np.ndarray,
+    keys: list[str],
+    ids: list[str],
+    own: list[dict[str, Any]],
+    assign_n: int,
+    chunk: int = 10_000,
+    batch: int = 1024,
+) -> tuple[list[list[Any]], str]:
+    """Interleaved 10k chunks of: the raw engine path (flush per chunk), the raw path with a flush after
+    every batch (the plugin's pattern), and the plugin; then the default path on a subset and a profile."""
+    create_collection(engine, COLLECTION, model)
+    for name in (RAW, RAW_FLUSH):
+        # the same payload indexes create_collection makes
+        engine.create(name, model.dims, integer_index=["hq.ancestors", "hq.leaf"], keyword_index=["hq.model"])
+    raw_shard, flush_shard = engine.shard(RAW), engine.shard(RAW_FLUSH)
+    norms = np.linalg.norm(z, axis=1)
+    # The raw path gets its payloads ready-made: the dicts the plugin would build.
+    raw_payloads = [{**own[i], "hq": hq_payload(model, int(leaves[i]), norm=float(norms[i]))} for i in range(len(ids))]
+    z32 = z.astype(np.float32)
+
+    def raw_into(shard: qe.EdgeShard, a: int, b: int, flush_each: bool) -> None:
+        for s in range(a, b, batch):
+            e = min(b, s + batch)
+            rows = z32[s:e].tolist()
+            pts = [qe.Point(ids[i], rows[i - s], raw_payloads[i]) for i in range(s, e)]
+            shard.update(qe.UpdateOperation.upsert_points(pts))
+            if flush_each:
+                shard.flush()
+        shard.flush()
+
+    def plugin(a: int, b: int) -> None:
+        upsert_points(
+            engine,
+            COLLECTION,
+            model,
+            z[a:b],
+            keys[a:b],
+            payloads=own[a:b],
+            leaves=leaves[a:b],
+            projected=True,
+            batch_size=batch,
+        )
+
+    paths: list[tuple[str, Callable[[int, int], None]]] = [
+        ("raw", lambda a, b: raw_into(raw_shard, a, b, False)),
+        ("raw, flush per batch", lambda a, b: raw_into(flush_shard, a, b, True)),
+        ("plugin", plugin),
+    ]
+    spent = dict.fromkeys((p for p, _ in paths), 0.0)
+    n = len(ids)
+    for c, a in enumerate(range(0, n, chunk)):
+        b = min(n, a + chunk)
+        r = c % len(paths)
+        for name, fn in paths[r:] + paths[:r]:
+            t0 = time.perf_counter()
+            fn(a, b)
+            spent[name] += time.perf_counter() - t0
+
+    # The default path: PCA + Mahalanobis assignment inside upsert_points (on a subset: it is slow),
+    # and the assignment alone, as upsert_points calls it (per batch) and by one stacked GEMM.
+    m = min(assign_n, n)
+    create_collection(engine, ASSIGNED, model)
+    t0 = time.perf_counter()
+    upsert_points(engine, ASSIGNED, model, x[:m], keys[:m], payloads=own[:m], batch_size=batch)
+    t_assigned = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for a in range(0, m, batch):
+        model.assign(z[a : a + batch], projected=True)
+    t_assign_only = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast_leaves(model, z[:m])
+    t_fast = time.perf_counter() - t0
+
+    # Same points, same payloads in every collection.
+    want = engine.shard(COLLECTION).retrieve([ids[0]], True, False)[0].payload
+    for shard in (raw_shard, flush_shard):
+        assert shard.retrieve([ids[0]], True, False)[0].payload == want
+    assert engine.count(COLLECTION) == engine.count(RAW) == engine.count(RAW_FLUSH) == n
+
+    # Where the plugin's time goes: one more chunk into a scratch collection, profiled.
+    engine.delete(ASSIGNED)
+    create_collection(engine, ASSIGNED, model)
+    prof = cProfile.Profile()
+    prof.enable()
+    upsert_points(
+        engine,
+        ASSIGNED,
+        model,
+        z[:chunk],
+        keys[:chunk],
+        payloads=own[:chunk],
+        leaves=leaves[:chunk],
+        projected=True,
+        batch_size=batch,
+    )
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(10)
+    text = buf.getvalue()
+    profile = text[text.find("   ncalls") :].rstrip()
+    for name in (RAW, RAW_FLUSH, ASSIGNED):
+        engine.delete(name)
+
+    t_raw = spent["raw"]
+    rows = [
+        [
+            "raw EdgeShard.update (qdrant_edge.Point), flush per 10k chunk",
+            n,
+            f"{t_raw:.2f}",
+            f"{n / t_raw:,.0f}",
+            "1.00",
+        ],
+    ]
+    for name, label in (
+        ("raw, flush per batch", f"raw, but a flush after every {batch}-point batch"),
+        ("plugin", "plugin upsert_points (leaves given, projected)"),
+    ):
+        rows.append([label, n, f"{spent[name]:.2f}", f"{n / spent[name]:,.0f}", f"{t_raw / spent[name]:.2f}"])
+    rows += [
+        [
+            "plugin upsert_points (default: PCA + Mahalanobis leaf inside)",
+            m,
+            f"{t_assigned:.2f}",
+            f"{m / t_assigned:,.0f}",
+            f"{(m / t_assigned) / (n / t_raw):.2f}",
+        ],
+        [f"  model.assign alone, per {batch}-row batch", m, f"{t_assign_only:.2f}", f"{m / t_assign_only:,.0f}", ""],
+        ["  the same leaves by one stacked GEMM (fast_leaves)", m, f"{t_fast:.2f}", f"{m / t_fast:,.0f}", ""],
+    ]
+    return rows, profile
+
+
+def assign_variants(model: HierarchyModel, zq: np.ndarray, reps: int) -> str:
+    """The query's leaf, one row at a time: ``model.assign`` (K batched 64×64 mat-vecs through numpy's
+    stacked matmul) against one GEMV on the stacked (K·d, d) whitening matrices (float64 / float32) and a
+    plain einsum; interleaved, medians."""
+    w, b = model.gaussians.whitening()
+    k, d, _ = w.shape
+    w64, b64 = np.ascontiguousarray(w.reshape(k * d, d)), b.reshape(-1)
+    w32, b32 = w64.astype(np.float32), b64.astype(np.float32)
+
+    def gemv64(q: np.ndarray) -> int:
+        p = (w64 @ q - b64).reshape(k, d)
+        return int(np.argmin(np.einsum("kd,kd->k", p, p)))
+
+    def gemv32(q: np.ndarray) -> int:
+        p = (w32 @ q.astype(np.float32) - b32).reshape(k, d)
+        return int(np.argmin(np.einsum("kd,kd->k", p, p)))
+
+    def ein(q: np.ndarray) -> int:
+        p = np.einsum("kij,j->ki", w, q) - b
+        return int(np.argmin(np.einsum("kd,kd->k", p, p)))
+
+    variants: list[tuple[str, Callable[[np.ndarray], int]]] = [
+        ("model.assign(z[None], projected=True)", lambda q: int(model.assign(q[None], projected=True)[0])),
+        ("one GEMV, stacked (K·d, d) float64", gemv64),
+        ("one GEMV, stacked (K·d, d) float32", gemv32),
+        ("einsum kij,j->ki (no BLAS)", ein),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    agree = dict.fromkeys(times, 0)
+    for i in range(reps):
+        q = zq[i % zq.shape[0]]
+        want = int(model.assign(q[None], projected=True)[0])
+        r = i % len(variants)
+        for name, fn in variants[r:] + variants[:r]:
+            t0 = time.perf_counter()
+            got = fn(q)
+            times[name].append(time.perf_counter() - t0)
+            agree[name] += got == want
+    rows = [[name, ms(pct(v, 50)), ms(pct(v, 95)), f"{100 * agree[name] / reps:.1f} %"] for name, v in times.items()]
+    return table(["query leaf, 1 row", "p50 ms", "p95 ms", "= model.assign"], rows)
+
+
+# ----------------------------------------------------------------------------------------------- queries
+
+
+@dataclass
+class Mode:
+    name: str
+    exact: bool
+    ef: int | None
+
+    def qe_params(self) -> qe.SearchParams | None:
+        if not self.exact and self.ef is None:
+            return None
+        return qe.SearchParams(hnsw_ef=self.ef, exact=self.exact)
+
+    def params(self) -> models.SearchParams | None:
+        if not self.exact and self.ef is None:
+            return None
+        return models.SearchParams(hnsw_ef=self.ef, exact=self.exact)
+
+
+@dataclass
+class Method:
+    name: str
+    kind: str  # "plain" (cosine truth) or "D"
+    one: Callable[[int], list[str]]
+    batch: Callable[[Sequence[int]], list[list[str]]] | None = None
+    times: list[float] = field(default_factory=list)
+    results: dict[int, list[str]] = field(default_factory=dict)
+    batch_time: float = 0.0
+    batch_queries: int = 0
+
+
+def make_methods(
+    engine: EdgeEngine,
+    searcher: HierarchicalSearcher,
+    leaf_only: HierarchicalSearcher,
+    mode: Mode,
+    xq: np.ndarray,
+    zq: np.ndarray,
+    k: int,
+) -> list[Method]:
+    shard = engine.shard(COLLECTION)
+    qp = mode.qe_params()
+    mp = mode.params()
+    zl = [row.astype(np.float32) for row in zq]
+
+    def raw_req(i: int) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=k, query=qe.Query.Nearest(zl[i].tolist()), with_payload=True, params=qp)
+
+    def plain_raw(i: int) -> list[str]:
+        return [str(p.id) for p in shard.query(raw_req(i))]
+
+    def plain_raw_batch(idx: Sequence[int]) -> list[list[str]]:
+        res = shard.query_batch(qe.QueryBatchRequest([raw_req(i) for i in idx]))
+        return [[str(p.id) for p in r] for r in res]
+
+    def adapter_req(i: int) -> models.QueryRequest:
+        return models.QueryRequest(query=zl[i].tolist(), limit=k, with_payload=True, params=mp)
+
+    def plain_adapter(i: int) -> list[str]:
+        return [h.id for h in engine.query_batch(COLLECTION, [adapter_req(i)])[0]]
+
+    def plain_adapter_batch(idx: Sequence[int]) -> list[list[str]]:
+        return [[h.id for h in r] for r in engine.query_batch(COLLECTION, [adapter_req(i) for i in idx])]
+
+    def strategy(
+        name: Strategy, oversample: float | None = None, searcher: HierarchicalSearcher = searcher
+    ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        def one(i: int) -> list[str]:
+            hits = searcher.search(xq[i], k, strategy=name, exact=mode.exact, hnsw_ef=mode.ef, oversample=oversample)
+            return [h.id for h in hits]
+
+        def many(idx: Sequence[int]) -> list[list[str]]:
+            res = searcher.search_batch(
+                xq[list(idx)], k, strategy=name, exact=mode.exact, hnsw_ef=mode.ef, oversample=oversample
+            )
+            return [[h.id for h in r] for r in res]
+
+        return one, many
+
+    lean = lean_auto(shard, searcher, mode, xq, k)
+    out = [
+        Method("plain (raw shard)", "plain", plain_raw, plain_raw_batch),
+        Method("plain (adapter)", "plain", plain_adapter, plain_adapter_batch),
+    ]
+    names: tuple[Strategy, ...] = ("rerank", "formula", "exact", "auto")
+    for name in names:
+        one, many = strategy(name)
+        out.append(Method(f"{name}" + (" (m=3)" if name in ("rerank", "formula", "auto") else ""), "D", one, many))
+    for m in (2, 5, 10):
+        one, _ = strategy("rerank", float(m))
+        out.append(Method(f"rerank m={m}", "D", one))
+    # auto with the leaf ring only (auto_rings=1), at the default oversampling and at m=1
+    for m_ in (3.0, 1.0):
+        one, many = strategy("auto", m_, leaf_only)
+        out.append(Method(f"auto, leaf ring only, m={m_:g}", "D", one, many if m_ == 1.0 else None))
+    out.append(Method(LEAN, "D", lean))
+    out.append(Method(LEAN_LEAF, "D", lean_auto(shard, searcher, mode, xq, k, rings=1, oversample=1.0)))
+    return out
+
+
+LEAN = "auto, lean prototype (benchmark-side)"
+LEAN_LEAF = "auto, lean prototype, leaf ring only, m=1"
+
+
+class LeanAuto:
+    """What ``auto`` costs on a leaner path — a benchmark-side prototype, not the library: the same
+    requests (cosine top-m·k + the rings of the leaf and the family, limit k) built as qdrant_edge objects
+    directly (no qdrant-client models, no translation), only ``hq.ancestors`` fetched for the candidates,
+    ids kept as UUID objects until the end, the same D / tie order / certificate (fallback: the library's
+    ``exact``), then the full payloads of the final k by one ``retrieve`` (what a caller needs)."""
+
+    def __init__(
+        self,
+        shard: qe.EdgeShard,
+        searcher: HierarchicalSearcher,
+        mode: Mode,
+        xq: np.ndarray,
+        k: int,
+        rings: int | None = None,
+        oversample: float | None = None,
+    ) -> None:
+        self.shard, self.searcher, self.mode, self.xq, self.k = shard, searcher, mode, xq, k
+        self.rings = rings
+        model = searcher.model
+        self.model = model
+        self.params = mode.qe_params()
+        self.key = searcher.payload_key
+        self.select = qe.PayloadSelector.Include([f"{self.key}.ancestors"])
+        self.m = max(k, int(np.ceil((oversample or searcher.oversample) * k)))
+        self.heights = [int(h) for h in model.hierarchy.height]
+        self.h = max(model.tree_height, 1)
+        self.paths = [model.ancestors(c) for c in range(model.num_classes)]
+        self.certified = self.fallbacks = 0
+        self.stages: dict[str, list[float]] = {"PCA + leaf": [], "engine": [], "D + certificate": [], "retrieve k": []}
+
+    def __call__(self, i: int) -> list[str]:
+        model, k, key, alpha = self.model, self.k, self.key, self.searcher.alpha
+        clock = time.perf_counter
+        t0 = clock()
+        z = model.transform(self.xq[i : i + 1])
+        path = self.paths[int(model.assign(z, projected=True)[0])]
+        t1 = clock()
+        near = qe.Query.Nearest(z[0].astype(np.float32).tolist())
+        # the searcher's default: every ring but the widest below the root
+        j = max(1, len(path) - 2) if self.rings is None else self.rings
+        reqs = [qe.QueryRequest(limit=self.m, query=near, with_payload=self.select, params=self.params)]
+        for node in path[:j]:
+            f = qe.Filter(must=[qe.FieldCondition(key=f"{key}.ancestors", match=qe.MatchValue(node))])
+            reqs.append(qe.QueryRequest(limit=k, query=near, filter=f, with_payload=self.select, params=self.params))
+        t2 = clock()
+        res = self.shard.query_batch(qe.QueryBatchRequest(reqs))
+        t3 = clock()
+        rank = {v: n for n, v in enumerate(path)}
+        cost = [alpha * self.heights[v] / self.h for v in path]
+        best: dict[Any, tuple[float, float, str]] = {}
+        for r in res:
+            for p in r:
+                if p.id in best:
+                    continue
+                anc = (p.payload or {})[key]["ancestors"]
+                lca = min((rank[v] for v in anc if v in rank), default=len(path) - 1)
+                best[p.id] = (1.0 - p.score + cost[lca], -p.score, str(p.id))
+        top = sorted(best.values())[:k]
+        plain = res[0]
+        if len(plain) < self.m:
+            ok = True
+        else:
+            c_max = 1.0 - min(p.score for p in plain)
+            ok = len(top) == k and top[-1][0] <= c_max + cost[j] - 1e-6
+        if not ok:
+            self.fallbacks += 1
+            hits = self.searcher.search(self.xq[i], k, strategy="exact", exact=self.mode.exact, hnsw_ef=self.mode.ef)
+            return [h.id for h in hits]
+        self.certified += 1
+        ids: list[Any] = [t[2] for t in top]
+        t4 = clock()
+        self.shard.retrieve(ids, True, False)
+        t5 = clock()
+        for name, dt in zip(self.stages, (t1 - t0, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            self.stages[name].append(dt)
+        return ids
+
+
+def lean_auto(
+    shard: qe.EdgeShard,
+    searcher: HierarchicalSearcher,
+    mode: Mode,
+    xq: np.ndarray,
+    k: int,
+    rings: int | None = None,
+    oversample: float | None = None,
+) -> LeanAuto:
+    return LeanAuto(shard, searcher, mode, xq, k, rings, oversample)
+
+
+def run_mode(
+    engine: EdgeEngine,
+    searcher: HierarchicalSearcher,
+    leaf_only: HierarchicalSearcher,
+    mode: Mode,
+    xq: np.ndarray,
+    zq: np.ndarray,
+    k: int,
+    truth: Truth,
+    index: dict[str, int],
+    batch_size: int,
+) -> tuple[str, str, dict[str, float]]:
+    methods = make_methods(engine, searcher, leaf_only, mode, xq, zq, k)
+    lo0 = (leaf_only.stats.certified, leaf_only.stats.fallbacks)
+    nq = xq.shape[0]
+    # Warm-up (first-touch costs: page cache, lazy imports), not timed.
+    for m in methods:
+        for i in range(min(5, nq)):
+            m.one(i)
+    cert0, fall0 = searcher.stats.certified, searcher.stats.fallbacks
+    load_before = load()
+    clock = time.perf_counter
+    for i in range(nq):
+        r = i % len(methods)
+        for m in methods[r:] + methods[:r]:
+            t0 = clock()
+            res = m.one(i)
+            m.times.append(clock() - t0)
+            m.results[i] = res
+    certified = searcher.stats.certified - cert0
+    fallbacks = searcher.stats.fallbacks - fall0
+    lo_cert = leaf_only.stats.certified - lo0[0]
+    lo_fall = leaf_only.stats.fallbacks - lo0[1]
+    lean = next(m.one for m in methods if m.name == LEAN)
+    assert isinstance(lean, LeanAuto)
+    lean1 = next(m.one for m in methods if m.name == LEAN_LEAF)
+    assert isinstance(lean1, LeanAuto)
+    # batches, interleaved by batch
+    batched = [m for m in methods if m.batch is not None]
+    starts = list(range(0, nq, batch_size))
+    for b, a in enumerate(starts):
+        idx = list(range(a, min(nq, a + batch_size)))
+        r = b % len(batched)
+        for m in batched[r:] + batched[:r]:
+            assert m.batch is not None
+            t0 = clock()
+            m.batch(idx)
+            m.batch_time += clock() - t0
+            m.batch_queries += len(idx)
+    batch_cert = searcher.stats.certified - cert0 - certified
+    batch_fall = searcher.stats.fallbacks - fall0 - fallbacks
+    load_after = load()
+
+    plain_p50 = pct(methods[0].times, 50)
+    rows = []
+    summary: dict[str, float] = {}
+    for m in methods:
+        if m.kind == "plain":
+            eq = [agreement(m.results[i], truth.c_ids[i], truth.c_val[i], truth.c_rows[i], index) for i in range(nq)]
+            rc = [recall(m.results[i], truth.c_ids[i]) for i in range(nq)]
+            vs = "cosine"
+        else:
+            eq = [agreement(m.results[i], truth.d_ids[i], truth.d_val[i], truth.d_rows[i], index) for i in range(nq)]
+            rc = [recall(m.results[i], truth.d_ids[i]) for i in range(nq)]
+            vs = "D"
+        p50, p95 = pct(m.times, 50), pct(m.times, 95)
+        summary[m.name] = p50
+        summary[m.name + " agree"] = float(np.mean(eq))
+        summary[m.name + " recall"] = float(np.mean(rc))
+        rows.append(
+            [
+                m.name,
+                ms(p50),
+                ms(p95),
+                f"{p50 / plain_p50:.2f}×",
+                f"{100 * np.mean(eq):.1f} % ({vs})",
+                f"{np.mean(rc):.4f}",
+                f"{m.batch_queries / m.batch_time:,.0f}" if m.batch_time else "—",
+            ]
+        )
+    checked = certified + fallbacks
+    cert_line = (
+        f"auto certificate: {certified}/{checked} single-query calls certified "
+        f"({100 * certified / max(1, checked):.1f} %), fallbacks to exact: {fallbacks}; "
+        f"in the batch calls {batch_cert}/{batch_cert + batch_fall} certified."
+    )
+    cert_line += (
+        f" Lean prototype: {lean.certified}/{lean.certified + lean.fallbacks} certified (incl. warm-up); its"
+        " stages in this interleaved run, p50 ms: "
+        + ", ".join(f"{name} {ms(pct(v, 50))}" for name, v in lean.stages.items())
+        + f". Lean, leaf ring only, m=1: {lean1.certified}/{lean1.certified + lean1.fallbacks} certified; stages: "
+        + ", ".join(f"{name} {ms(pct(v, 50))}" for name, v in lean1.stages.items())
+        + "."
+    )
+    cert_line += (
+        f" Auto with the leaf ring only (m = 3 and m = 1 together, single-query calls incl. warm-up): "
+        f"{lo_cert}/{lo_cert + lo_fall} certified ({100 * lo_cert / max(1, lo_cert + lo_fall):.1f} %)."
+    )
+    summary["cert_rate"] = certified / max(1, checked)
+    head = [
+        "method",
+        "p50 ms",
+        "p95 ms",
+        "p50 / plain",
+        f"top-{k} = brute force",
+        f"recall@{k}",
+        f"batch q/s ({batch_size}/call)",
+    ]
+    text = f"{table(head, rows)}\n\n{cert_line}\n\n_{load_before} before, {load_after} after this mode._"
+    return mode.name, text, summary
+
+
+# ------------------------------------------------------------------------------------------- profiling
+
+
+def stage_breakdown(
+    engine: EdgeEngine,
+    searcher: HierarchicalSearcher,
+    model: HierarchyModel,
+    mode: Mode,
+    xq: np.ndarray,
+    k: int,
+    reps: int,
+) -> str:
+    """One auto query (certified path: plain m·k + the leaf and family rings, what search.py sends) and
+    one plain query, split into stages; medians over ``reps`` queries, interleaved."""
+    shard = engine.shard(COLLECTION)
+    dims = model.dims
+    mp = mode.params()
+    qp = mode.qe_params()
+    key = searcher.payload_key
+    m = int(np.ceil(searcher.oversample * k))
+    stages: dict[str, list[float]] = {}
+    clock = time.perf_counter
+
+    def add(name: str, dt: float) -> None:
+        stages.setdefault(name, []).append(dt)
+
+    for i in range(reps):
+        q = xq[i % xq.shape[0]]
+        # auto, end to end through the public API
+        t0 = clock()
+        searcher.search(q, k, strategy="auto", exact=mode.exact, hnsw_ef=mode.ef)
+        add("auto: searcher.search total", clock() - t0)
+        # auto, by stages
+        t0 = clock()
+        z = model.transform(q[None])
+        t1 = clock()
+        leaf = int(model.assign(z, projected=True)[0])
+        t2 = clock()
+        path = model.ancestors(leaf)
+        vec = z[0].astype(np.float32).tolist()
+        reqs = [models.QueryRequest(query=vec, limit=m, params=mp, with_payload=True)]
+        for node in path[:2]:
+            f = models.Filter(must=[models.FieldCondition(key=f"{key}.ancestors", match=models.MatchValue(value=node))])
+            reqs.append(models.QueryRequest(query=vec, filter=f, limit=k, params=mp, with_payload=True))
+        t3 = clock()
+        edge = qe.QueryBatchRequest([edge_request(r, dims) for r in reqs])
+        t4 = clock()
+        res = shard.query_batch(edge)
+        t5 = clock()
+        hits = [[Hit(str(p.id), float(p.score), p.payload or {}) for p in r] for r in res]
+        t6 = clock()
+        # D of the union and the top-k (what _rank_by_cosine does, in plain Python)
+        rank = {v: j for j, v in enumerate(path)}
+        h = model.tree_height
+        scored = []
+        for r in hits:
+            for hit in r:
+                anc = hit.payload[key]["ancestors"]
+                j = min((rank[v] for v in anc if v in rank), default=len(path) - 1)
+                scored.append((1 - hit.score + searcher.alpha * model.hierarchy.height[path[j]] / h, hit.id))
+        scored.sort()
+        t7 = clock()
+        add("auto: PCA transform", t1 - t0)
+        add("auto: Mahalanobis leaf (model.assign, 1 row)", t2 - t1)
+        add("auto: build qdrant-client requests (3)", t3 - t2)
+        add("auto: translate to qdrant_edge (edge_request)", t4 - t3)
+        add("auto: engine EdgeShard.query_batch", t5 - t4)
+        add("auto: hits → Python (id str, payload dict)", t6 - t5)
+        add("auto: D + sort of the union", t7 - t6)
+        # plain, raw
+        t0 = clock()
+        rq = qe.QueryRequest(limit=k, query=qe.Query.Nearest(vec), with_payload=True, params=qp)
+        t1 = clock()
+        r0 = shard.query(rq)
+        t2 = clock()
+        _ = [(str(p.id), p.payload) for p in r0]
+        t3 = clock()
+        add("plain: build qdrant_edge request", t1 - t0)
+        add("plain: engine EdgeShard.query", t2 - t1)
+        add("plain: hits → Python", t3 - t2)
+        # the engine alone, without payloads, for the same requests
+        edge_np = qe.QueryBatchRequest([edge_request(r.model_copy(update={"with_payload": False}), dims) for r in reqs])
+        t0 = clock()
+        shard.query_batch(edge_np)
+        add("auto: engine call without payload", clock() - t0)
+        t0 = clock()
+        shard.query(qe.QueryRequest(limit=k, query=qe.Query.Nearest(vec), with_payload=False, params=qp))
+        add("plain: engine call without payload", clock() - t0)
+    rows = [[name, ms(pct(v, 50)), ms(pct(v, 95))] for name, v in stages.items()]
+    return table(["stage", "p50 ms", "p95 ms"], rows)
+
+
+def engine_requests(
+    engine: EdgeEngine, model: HierarchyModel, mode: Mode, zq: np.ndarray, leaf_q: np.ndarray, k: int, reps: int
+) -> str:
+    """The engine alone (``EdgeShard.query``, qdrant_edge requests built beforehand): what each request of
+    the strategies costs, with and without payload; interleaved, medians."""
+    shard = engine.shard(COLLECTION)
+    qp = mode.qe_params()
+    n = engine.count(COLLECTION)
+    paths = [model.ancestors(int(c)) for c in leaf_q]
+
+    def req(i: int, limit: int, level: int | None, payload: bool) -> qe.QueryRequest:
+        f = None
+        if level is not None:
+            cond = qe.FieldCondition(key="hq.ancestors", match=qe.MatchValue(paths[i][level]))
+            f = qe.Filter(must=[cond])
+        vec = qe.Query.Nearest(zq[i].astype(np.float32).tolist())
+        return qe.QueryRequest(limit=limit, query=vec, filter=f, with_payload=payload, params=qp)
+
+    sizes = [engine.count(COLLECTION, _ring(paths[0][lv])) for lv in range(3)]
+    kinds = [
+        (f"plain, limit {k}", k, None),
+        (f"plain, limit {3 * k} (m = 3)", 3 * k, None),
+        (f"leaf ring (~{sizes[0]:,} points)", k, 0),
+        (f"family ring (~{sizes[1]:,})", k, 1),
+        (f"group ring (~{sizes[2]:,}, exact's widest)", k, 2),
+    ]
+    cases = [(name, limit, level, payload) for name, limit, level in kinds for payload in (True, False)]
+    times: dict[tuple[str, bool], list[float]] = {(c[0], c[3]): [] for c in cases}
+    for i in range(reps):
+        q = i % zq.shape[0]
+        r = i % len(cases)
+        for name, limit, level, payload in cases[r:] + cases[:r]:
+            request = req(q, limit, level, payload)
+            t0 = time.perf_counter()
+            shard.query(request)
+            times[(name, payload)].append(time.perf_counter() - t0)
+    rows = [[name, ms(pct(times[(name, True)], 50)), ms(pct(times[(name, False)], 50))] for name, _, _ in kinds]
+    return f"N = {n:,}\n\n" + table(["request (EdgeShard.query)", "p50 ms, with payload", "p50 ms, no payload"], rows)
+
+
+def _ring(node: int) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="hq.ancestors", match=models.MatchValue(value=node))])
+
+
+def profile_auto(searcher: HierarchicalSearcher, mode: Mode, xq: np.ndarray, k: int, reps: int) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(reps):
+        searcher.search(xq[i % xq.shape[0]], k, strategy="auto", exact=mode.exact, hnsw_ef=mode.ef)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
+    text = buf.getvalue()
+    start = text.find("   ncalls")
+    return text[start:].rstrip() if start >= 0 else text
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="database points")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--dims", type=int, default=64)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--alpha", default="3", help="α, or a comma list (each gets its own run); 3 = the model default")
+    ap.add_argument("--data-dir", default=None, help="a fresh sub-directory is made here (default: a temp dir)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: N=10,000, 100 queries")
+    ap.add_argument("--batch", type=int, default=100, help="queries per batch call")
+    ap.add_argument("--assign-n", type=int, default=10_000, help="points for the default-path upsert timing")
+    ap.add_argument("--modes", default="exact,hnsw,hnsw512", help="any of exact, hnsw, hnsw512")
+    ap.add_argument("--profile-reps", type=int, default=300, help="queries for the stage breakdown / cProfile")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.queries, args.assign_n, args.profile_reps = 10_000, 100, 2_000, 50
+    alphas = [float(a) for a in str(args.alpha).split(",") if a.strip()]
+    all_modes = {
+        "exact": Mode("exact search params", True, None),
+        "hnsw": Mode("HNSW, default ef", False, None),
+        "hnsw512": Mode("HNSW, ef = 512", False, 512),
+    }
+    modes = [all_modes[m.strip()] for m in args.modes.split(",") if m.strip()]
+
+    print("# Query latency benchmark (embedded engine)\n")
+    print(f"- machine: {machine()}")
+    print(f"- `uptime` at start: {uptime()}")
+    print(f"- BLAS: {blas_threads()}")
+    print(f"- command: `python {' '.join([Path(sys.argv[0]).name] + list(sys.argv[1:] if argv is None else argv))}`")
+    print(
+        f"- N = {args.n:,} points, {args.dims}-d, K = {GROUPS * FAMILIES * LEAVES} leaves "
+        f"({GROUPS} groups × {FAMILIES} families × {LEAVES} leaves, 4 levels), k = {args.k}, "
+        f"{args.queries:,} queries, α ∈ {alphas}\n"
+    )
+
+    t0 = time.perf_counter()
+    x, y, xq, yq = make_data(args.n, args.queries, args.dims, args.seed)
+    model = HierarchyModel.fit(
+        x,
+        y,
+        class_names=[f"c{i:03d}" for i in range(GROUPS * FAMILIES * LEAVES)],
+        builder="given",
+        taxonomy=make_tree(),
+        n_components=None,
+        alpha=alphas[0],
+    )
+    t_fit = time.perf_counter() - t0
+    z = model.transform(x)
+    t0 = time.perf_counter()
+    leaves = fast_leaves(model, z)
+    t_leaves = time.perf_counter() - t0
+    check = min(2000, args.n)
+    same = float(np.mean(model.assign(z[:check], projected=True) == leaves[:check]))
+    zq = model.transform(xq)
+    leaf_q = model.assign(zq, projected=True)
+    print(
+        f"data + fit: {t_fit:.1f} s; leaves of the database by one stacked GEMM: {t_leaves:.1f} s "
+        f"(equal to model.assign on {check:,} points: {100 * same:.2f} %); leaf accuracy vs the generating "
+        f"class: {100 * np.mean(leaves == y):.2f} % (db), {100 * np.mean(leaf_q == yq):.2f} % (queries)\n"
+    )
+
+    keys = [f"img/{i:07d}.jpg" for i in range(args.n)]
+    ids = [point_id(COLLECTION, key) for key in keys]
+    index = {pid: i for i, pid in enumerate(ids)}
+    own = [{"path": key, "i": i} for i, key in enumerate(keys)]
+
+    base = Path(args.data_dir).expanduser() if args.data_dir else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="hq-query-bench-", dir=base))
+    engine = EdgeEngine(data_dir)
+    try:
+        print(f"## Upsert ({uptime()})\n")
+        rows, up_profile = bench_upsert(engine, model, x, z, leaves, keys, ids, own, args.assign_n)
+        print(table(["path", "points", "seconds", "points/s", "vs raw"], rows))
+        print(
+            "\ncProfile of one more 10k-point `upsert_points` call (leaves given), by own time:\n\n"
+            f"```\n{up_profile}\n```"
+        )
+        t0 = time.perf_counter()
+        engine.optimize(COLLECTION)
+        t_opt = time.perf_counter() - t0
+        info = engine.shard(COLLECTION).info()
+        print(f"\nHNSW build (EdgeEngine.optimize): {t_opt:.1f} s; shard info: {info}\n")
+
+        for alpha in alphas:
+            searcher = HierarchicalSearcher(engine, COLLECTION, model=model, alpha=alpha)
+            leaf_only = HierarchicalSearcher(engine, COLLECTION, model=model, alpha=alpha, auto_rings=1)
+            t0 = time.perf_counter()
+            truth = brute_force(model, zq, leaf_q, z, leaves, np.asarray(ids), args.k, alpha)
+            t_bf = time.perf_counter() - t0
+            cos_same = np.mean([recall(truth.c_ids[i], truth.d_ids[i]) for i in range(args.queries)])
+            print(f"## α = {alpha:g}\n")
+            print(
+                f"NumPy brute force of D for {args.queries:,} queries: {t_bf:.1f} s. Overlap of the cosine "
+                f"top-{args.k} with the D top-{args.k}: {cos_same:.3f} (how much the hierarchy reorders).\n"
+            )
+            summaries = {}
+            for mode in modes:
+                name, text, summary = run_mode(
+                    engine, searcher, leaf_only, mode, xq, zq, args.k, truth, index, args.batch
+                )
+                summaries[name] = summary
+                print(f"### {name} (α = {alpha:g})\n\n{text}\n")
+            print(f"### Targets (α = {alpha:g})\n")
+            trows = []
+            for name, s in summaries.items():
+                plain, auto = s["plain (raw shard)"], s["auto (m=3)"]
+                ratio = auto / plain
+                lo = s["auto, leaf ring only, m=1"]
+                if name.startswith("exact"):
+                    ok = ratio <= 1.3 and s["auto (m=3) agree"] == 1.0
+                    want = "auto p50 ≤ 1.3× plain, 100 % = brute force"
+                else:
+                    ok = ratio <= 2.5 and s["auto (m=3) agree"] >= s["plain (raw shard) recall"]
+                    want = "auto p50 ≤ 2.5× plain, agreement ≥ plain HNSW recall@k"
+                trows.append(
+                    [
+                        name,
+                        want,
+                        f"{ratio:.2f}× (leaf ring only m=1: {lo / plain:.2f}× at "
+                        f"{100 * s['auto, leaf ring only, m=1 agree']:.1f} %; lean prototype of that: "
+                        f"{s[LEAN_LEAF] / plain:.2f}× at {100 * s[LEAN_LEAF + ' agree']:.1f} %)",
+                        f"{100 * s['auto (m=3) agree']:.1f} % vs plain recall {s['plain (raw shard) recall']:.4f}",
+                        "met" if ok else "MISSED",
+                    ]
+                )
+            print(table(["mode", "target", "auto / plain p50", "agreement", "result"], trows) + "\n")
+
+        searcher = HierarchicalSearcher(engine, COLLECTION, model=model, alpha=alphas[0])
+        print(f"## Where the time goes (α = {alphas[0]:g}, {args.profile_reps} queries; {uptime()})\n")
+        for mode in modes:
+            print(f"### {mode.name}\n")
+            print(stage_breakdown(engine, searcher, model, mode, xq, args.k, args.profile_reps) + "\n")
+            print(engine_requests(engine, model, mode, zq, leaf_q, args.k, args.profile_reps) + "\n")
+        print("### The query's leaf (Mahalanobis over K classes), one row\n")
+        print(assign_variants(model, zq, args.profile_reps) + "\n")
+        print(f"### cProfile of {args.profile_reps} auto searches ({modes[-1].name}), by own time\n")
+        print("```\n" + profile_auto(searcher, modes[-1], xq, args.k, args.profile_reps) + "\n```\n")
+        print(f"`uptime` at the end: {uptime()}")
+    finally:
+        engine.close()
+        if base is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
