@@ -524,7 +524,8 @@ def make_methods(
     names: tuple[Strategy, ...] = ("rerank", "formula", "exact", "auto")
     for name in names:
         one, many = strategy(name)
-        out.append(Method(f"{name}" + (" (m=3)" if name in ("rerank", "formula", "auto") else ""), "D", one, many))
+        label = f" (default, m={searcher.oversample:g})" if name in ("rerank", "formula", "auto") else ""
+        out.append(Method(f"{name}{label}", "D", one, many))
     for m in (2, 5, 10):
         one, _ = strategy("rerank", float(m))
         out.append(Method(f"rerank m={m}", "D", one))

@@ -381,7 +381,7 @@ def build_methods(
 class TuneSettings:
     """What :func:`prepare_methods` passes to :func:`hierqdrant.tune.tune` (None: the default grids)."""
 
-    metric: str = "map@10"
+    metric: str = "map@r"
     thresholds: Sequence[float] | None = None
     alphas: Sequence[float] | None = None
     val_share: float = 0.2

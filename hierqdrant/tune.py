@@ -176,7 +176,7 @@ def tune(
     class_names: Sequence[str] | None = None,
     *,
     builder: str = "overlap",
-    metric: str = "map@10",
+    metric: str = "map@r",
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     val_share: float = 0.2,

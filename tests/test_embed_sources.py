@@ -45,8 +45,7 @@ def test_imagefolder_sorted_recursive_case_insensitive(tmp_path: Path) -> None:
         ("dog/sub/c.Jpeg", 2, None),
     ]
     assert all(it.path.is_absolute() and it.path.exists() for it in src.items)
-    assert _reasons(src) == {"notes.txt": _reasons(src)["notes.txt"]}
-    assert "not an image" in _reasons(src)["notes.txt"]
+    assert _reasons(src) == {}  # notes.txt is not an image: left alone, not reported
     assert src.labels == [0, 1, 2, 2, 2] and len(src) == 5 and src.num_classes == 3
 
 
@@ -125,7 +124,8 @@ def test_train_test_layout(tmp_path: Path) -> None:
     _img(tmp_path / "train" / "dog" / "1.png")
     _img(tmp_path / "test" / "dog" / "9.png")
     (tmp_path / "test" / "cat").mkdir()  # empty in test: reported, not an error
-    (tmp_path / "LICENSE").write_text("x")
+    (tmp_path / "LICENSE").write_text("x")  # not an image: left alone
+    _img(tmp_path / "val" / "cat" / "5.png")  # a folder that is neither train nor test: reported
     src = discover(tmp_path)
     assert src.kind == "train-test"
     assert src.class_names == ["cat", "dog"]
@@ -137,7 +137,7 @@ def test_train_test_layout(tmp_path: Path) -> None:
     ]
     assert [it.key for it in src.split("test")] == ["test/dog/9.png"]
     r = _reasons(src)
-    assert r["cat"] == "class folder has no images" and "ignored" in r["LICENSE"]
+    assert r["cat"] == "class folder has no images" and "ignored" in r["val"] and "LICENSE" not in r
 
 
 def test_train_test_classes_come_from_train(tmp_path: Path) -> None:

@@ -485,7 +485,7 @@ def eval_command(
     tune_flag: bool = typer.Option(
         False, "--tune", help="Choose t and α on a validation split of the training items first."
     ),
-    tune_metric: str = typer.Option("map@10", "--tune-metric", help="Metric that --tune maximises."),
+    tune_metric: str = typer.Option("map@r", "--tune-metric", help="Metric that --tune maximises."),
     thresholds: str | None = typer.Option(None, "--thresholds", help="t grid of --tune, e.g. 0.1,0.2,0.3."),
     alphas: str | None = typer.Option(None, "--alphas", help="α grid of --tune, e.g. 0.5,1,2,3,5."),
     val_share: float = typer.Option(0.2, "--val-share", help="Share of the training items held out by --tune."),
@@ -871,7 +871,7 @@ def tune_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the tuned model into this directory."),
     builder: BuilderChoice = typer.Option(BuilderChoice.overlap, "--builder", help="overlap, ward or given."),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file of --builder given."),
-    metric: str = typer.Option("map@10", "--metric", help="Metric to maximise: map@K, map@r, p@1 or mahp@K."),
+    metric: str = typer.Option("map@r", "--metric", help="Metric to maximise: map@K, map@r, p@1 or mahp@K."),
     thresholds: str | None = typer.Option(None, "--thresholds", help="t grid, e.g. 0.05,0.1,0.2,0.3,0.5."),
     alphas: str | None = typer.Option(None, "--alphas", help="α grid, e.g. 0.5,1,2,3,5."),
     val_share: float = typer.Option(0.2, "--val-share", help="Share of the training items held out."),

@@ -165,10 +165,10 @@ def _walk_images(
             else:
                 found.extend(_walk_images(path, root, problems, visited))
         elif kind == "file":
+            # Files without an image extension (notes, annotations, READMEs) are not images that
+            # failed: they are left alone without a report.
             if is_image_file(entry.name):
                 found.append((path, path.relative_to(root).as_posix()))
-            else:
-                problems.append(Skipped(entry.path, "not an image file (extension not in: " + _EXT_LIST + ")"))
     found.sort(key=lambda pk: pk[1])
     return found
 
@@ -212,7 +212,7 @@ def _discover_imagefolder(root: Path, problems: list[Skipped]) -> tuple[list[Ima
 
 def _discover_train_test(root: Path, problems: list[Skipped]) -> tuple[list[ImageItem], list[str]]:
     for entry in _scandir_sorted(root, problems):
-        if entry.name not in ("train", "test"):
+        if entry.name not in ("train", "test") and (entry.is_dir() or is_image_file(entry.name)):
             problems.append(Skipped(entry.path, "ignored (only train/ and test/ are read)"))
     train = _class_folders(root / "train", root, problems)
     if not train:
