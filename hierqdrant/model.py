@@ -25,7 +25,7 @@ import numpy as np
 from . import build as builders
 from .errors import InputError, NotFoundError
 from .features import check_features, check_labels, npz_bytes
-from .gaussian import ESTIMATORS, Gaussians, Projection, mahalanobis_squared
+from .gaussian import ESTIMATORS, Gaussians, NearestClass, Projection
 from .hierarchy import Hierarchy
 
 MODEL_FORMAT = "hierqdrant.model"
@@ -60,7 +60,7 @@ class HierarchyModel:
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
-        self._whitening: tuple[np.ndarray, np.ndarray] | None = None
+        self._nearest: NearestClass | None = None
         self._lca_height: np.ndarray | None = None
         self._model_id: str | None = None
         self._paths: list[list[int]] | None = None
@@ -94,9 +94,7 @@ class HierarchyModel:
         if builder not in builders.BUILDERS:
             raise InputError(f"unknown builder {builder!r}", f"use one of {', '.join(builders.BUILDERS)}")
         if covariance not in ESTIMATORS:
-            raise InputError(
-                f"unknown covariance estimator {covariance!r}", f"use one of {', '.join(ESTIMATORS)}"
-            )
+            raise InputError(f"unknown covariance estimator {covariance!r}", f"use one of {', '.join(ESTIMATORS)}")
         alpha = check_alpha(alpha)
         if builder == "overlap":
             threshold = builders.check_threshold(threshold)
@@ -109,9 +107,7 @@ class HierarchyModel:
         if (counts == 0).any():
             empty = np.flatnonzero(counts == 0)
             names = [class_names[i] if class_names is not None else str(i) for i in empty[:5]]
-            raise InputError(
-                f"classes {names} have no images", "remove them from the class list or add images"
-            )
+            raise InputError(f"classes {names} have no images", "remove them from the class list or add images")
         names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
 
         projection = Projection.fit(x, n_components)
@@ -183,7 +179,12 @@ class HierarchyModel:
         if kind == "overlap":
             t = builders.check_threshold(threshold if threshold is not None else (self.threshold or 0.3))
             tree, report = builders.build_overlap(
-                z, y, self.gaussians, t, class_names=names, estimator=self.gaussians.estimator  # type: ignore[arg-type]
+                z,
+                y,
+                self.gaussians,
+                t,
+                class_names=names,
+                estimator=self.gaussians.estimator,  # type: ignore[arg-type]
             )
             info["overlap_levels"] = [vars(level) for level in report.levels]
             info["root_added"] = report.root_added
@@ -254,10 +255,9 @@ class HierarchyModel:
             z = self.transform(z)
         elif z.shape[1] != self.dims:
             raise InputError(f"projected vectors have {z.shape[1]} dims, the model has {self.dims}")
-        if self._whitening is None:
-            self._whitening = self.gaussians.whitening()
-        w, b = self._whitening
-        return np.argmin(mahalanobis_squared(z, w, b), axis=1).astype(np.int64)
+        if self._nearest is None:
+            self._nearest = NearestClass.of(*self.gaussians.whitening())
+        return self._nearest(z)
 
     # -- the distance ----------------------------------------------------------------------------
 
@@ -315,9 +315,7 @@ class HierarchyModel:
             "threshold": self.threshold,
             "alpha": self.alpha,
             "covariance": self.gaussians.estimator,
-            "tied_classes": np.flatnonzero(self.gaussians.tied).tolist()
-            if self.gaussians.tied is not None
-            else [],
+            "tied_classes": np.flatnonzero(self.gaussians.tied).tolist() if self.gaussians.tied is not None else [],
             "pca": {
                 "input_dims": self.input_dims,
                 "dims": self.dims,
@@ -359,9 +357,7 @@ class HierarchyModel:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InputError(f"{source}: {MANIFEST} is not valid JSON (corrupt or truncated)") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-            raise InputError(
-                f"{source} is not a hierqdrant model ({MANIFEST} has no format {MODEL_FORMAT!r})"
-            )
+            raise InputError(f"{source} is not a hierqdrant model ({MANIFEST} has no format {MODEL_FORMAT!r})")
         if manifest.get("version") != MODEL_VERSION:
             raise InputError(
                 f"{source} has model format version {manifest.get('version')}, this hierqdrant reads {MODEL_VERSION}",
@@ -371,9 +367,7 @@ class HierarchyModel:
             with np.load(io.BytesIO(files[ARRAYS]), allow_pickle=False) as data:
                 arrays = {name: data[name] for name in _ARRAY_NAMES}
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise InputError(
-                f"{source}: {ARRAYS} is corrupt or truncated ({exc})", "re-create the model"
-            ) from None
+            raise InputError(f"{source}: {ARRAYS} is corrupt or truncated ({exc})", "re-create the model") from None
         if _array_digest(arrays) != manifest.get("arrays"):
             raise InputError(f"{source}: {ARRAYS} does not match its manifest (corrupt or mixed files)")
         try:

@@ -13,12 +13,16 @@ Strategies (all rank by the same D; they differ in cost and exactness):
   nested under one outer cosine prefetch (``$score`` refers to the first prefetch only), re-scored by
   the formula. Exact: a true top-k point x with LCA ``a_j`` is among ring ``a_j``'s cosine top-k,
   because every ring member with a higher cosine has LCA height ≤ η_j and so a smaller D.
-* ``auto`` — one batched request: the cosine top-(m·k) and the low rings ``a_0 … a_{j−1}`` (limit k;
-  by default just the leaf ring, widened when the certificate keeps failing).
+* ``auto`` — the low rings ``a_0 … a_{j−1}`` (limit k; by default just the leaf ring, widened when
+  the certificate keeps failing) and the unfiltered cosine top-(m·k), in one batched request.
   Any point not fetched either sits in a fetched ring behind k fetched members with smaller D, or
-  has cosine distance ≥ c_max (the largest among the unfiltered candidates) and LCA height ≥ η_j, so
+  has LCA height ≥ η_j and cosine distance ≥ c_max (the largest among the cosine candidates), so
   ``D ≥ c_max + α·η_j/H``. When the k-th best D found is ≤ that bound the answer is certified
-  exact; otherwise the query is re-run with ``exact``.
+  exact; otherwise the query is re-run with ``exact``. Two refinements keep it near one plain query:
+  the cosine candidates come without payloads (a candidate the rings did not return has LCA height
+  ≥ η_j unless dominated, so its own distance + α·η_j/H bounds it; payloads are read only when that
+  is not enough), and while the rings alone keep proving answers (``D ≥ 0 + α·η_j/H`` for every
+  point outside them, common at large α) the cosine query is skipped altogether.
 
 Under HNSW the guarantees hold relative to the index (which can miss points): pass ``exact=True`` for
 exhaustive search, or ``hnsw_ef`` — both are applied to every prefetch.
@@ -35,6 +39,7 @@ from qdrant_client import QdrantClient, models
 
 from .collection import DEFAULT_PAYLOAD_KEY, check_model_matches, read_collection_model, require_collection
 from .engines import Engine, Hit, as_engine
+from .engines.base import to_point_id
 from .errors import InputError
 from .model import HierarchyModel, check_alpha
 
@@ -43,6 +48,8 @@ STRATEGIES: tuple[str, ...] = ("auto", "exact", "rerank", "formula")
 
 # The certificate compares float32 engine scores; this margin keeps rounding from certifying a tie.
 _CERT_EPS = 1e-6
+# auto skips the unfiltered cosine query while the rings alone proved at least this share of recent queries.
+_RINGS_ALONE_MIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ class SearchStats:
     """Counters since the searcher was made: how often ``auto`` certified its answer."""
 
     queries: int = 0
-    certified: int = 0
-    fallbacks: int = 0
+    certified: int = 0  # auto answers proven exact (without running ``exact``)
+    rings_alone: int = 0  # … of which the rings alone proved, with no unfiltered cosine query
+    reads: int = 0  # auto answers that needed the cosine candidates' payloads read
+    fallbacks: int = 0  # auto answers that needed ``exact``
     by_strategy: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -98,6 +107,9 @@ class HierarchicalSearcher:
         oversample: m, the cosine candidates fetched are m·k (rerank, formula, auto).
         auto_rings: j, the rings ``a_0 … a_{j−1}`` fetched by auto (default adaptive: the leaf ring,
             one ring more whenever over a tenth of a batch's answers needed the ``exact`` fallback).
+        auto_cosine: whether auto fetches the unfiltered cosine top-(m·k) with the rings (default
+            adaptive: skipped while the rings alone proved ≥ 90 % of recent answers, which is common
+            at large α; a query they do not prove is rerun with it).
     """
 
     def __init__(
@@ -111,6 +123,7 @@ class HierarchicalSearcher:
         *,
         oversample: float = 2.0,
         auto_rings: int | None = None,
+        auto_cosine: bool | None = None,
         exact: bool = False,
         hnsw_ef: int | None = None,
     ) -> None:
@@ -127,16 +140,16 @@ class HierarchicalSearcher:
         self.strategy = _check_strategy(strategy)
         self.oversample = _check_oversample(oversample)
         self.auto_rings = auto_rings
+        self.auto_cosine = auto_cosine
         self._rings = 1  # the adaptive ring count used when auto_rings is None
+        self._rings_alone = 1.0  # recent share proven by the rings alone (auto_cosine None); optimistic
         self.exact = exact
         self.hnsw_ef = hnsw_ef
         self.stats = SearchStats()
         self._heights = model.hierarchy.height
 
     @classmethod
-    def from_collection(
-        cls, client: Engine | QdrantClient, collection: str, **kwargs: Any
-    ) -> HierarchicalSearcher:
+    def from_collection(cls, client: Engine | QdrantClient, collection: str, **kwargs: Any) -> HierarchicalSearcher:
         """A searcher that knows only the store and the collection name: the model comes from the store."""
         return cls(client, collection, **kwargs)
 
@@ -157,9 +170,7 @@ class HierarchicalSearcher:
         leaf = options.pop("leaf", None)
         batch = np.atleast_2d(np.asarray(query, dtype=np.float64))
         if batch.shape[0] != 1:
-            raise InputError(
-                f"search takes one query vector, got {batch.shape[0]}", "use search_batch for several"
-            )
+            raise InputError(f"search takes one query vector, got {batch.shape[0]}", "use search_batch for several")
         leaves = None if leaf is None else [int(leaf)]
         return self.search_batch(batch, k, filter, strategy, explain, leaves=leaves, **options)[0]
 
@@ -185,9 +196,7 @@ class HierarchicalSearcher:
         strat = _check_strategy(strategy or self.strategy)
         a = self.alpha if alpha is None else check_alpha(alpha)
         m = self.oversample if oversample is None else _check_oversample(oversample)
-        params = _search_params(
-            self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef
-        )
+        params = _search_params(self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef)
         prepared = self._prepare(queries, projected, leaves)
         self.stats.queries += len(prepared)
         self.stats.by_strategy[strat] = self.stats.by_strategy.get(strat, 0) + len(prepared)
@@ -207,9 +216,7 @@ class HierarchicalSearcher:
         else:
             hits = self._auto(prepared, filter, k, candidates, params, a)
         if explain:
-            hits = [
-                [self._explain(q, h, a, strat) for h in row] for q, row in zip(prepared, hits, strict=True)
-            ]
+            hits = [[self._explain(q, h, a, strat) for h in row] for q, row in zip(prepared, hits, strict=True)]
         return hits
 
     # -- preparing queries -------------------------------------------------------------------------
@@ -263,15 +270,18 @@ class HierarchicalSearcher:
     # -- request builders --------------------------------------------------------------------------
 
     def _ring_filter(self, node: int, user: models.Filter | None) -> models.Filter:
-        cond = models.FieldCondition(
-            key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(node))
-        )
+        cond = models.FieldCondition(key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(node)))
         return models.Filter(must=[user, cond] if user is not None else [cond])
 
     def _plain(
-        self, q: _Query, user: models.Filter | None, limit: int, params: models.SearchParams | None
+        self,
+        q: _Query,
+        user: models.Filter | None,
+        limit: int,
+        params: models.SearchParams | None,
+        with_payload: bool = True,
     ) -> models.QueryRequest:
-        return models.QueryRequest(query=q.vector, filter=user, limit=limit, params=params, with_payload=True)
+        return models.QueryRequest(query=q.vector, filter=user, limit=limit, params=params, with_payload=with_payload)
 
     def _ring(
         self, q: _Query, i: int, user: models.Filter | None, k: int, params: models.SearchParams | None
@@ -320,9 +330,7 @@ class HierarchicalSearcher:
         rings.append(models.Prefetch(query=q.vector, filter=user, limit=k, params=params))
         # One outer cosine prefetch over the union, so $score is the cosine of every ring member.
         outer = models.Prefetch(prefetch=rings, query=q.vector, limit=k * len(rings), params=params)
-        return models.QueryRequest(
-            prefetch=[outer], query=self._formula(q, alpha), limit=k, with_payload=True
-        )
+        return models.QueryRequest(prefetch=[outer], query=self._formula(q, alpha), limit=k, with_payload=True)
 
     # -- strategies --------------------------------------------------------------------------------
 
@@ -346,45 +354,105 @@ class HierarchicalSearcher:
         candidates: int,
         params: models.SearchParams | None,
         alpha: float,
+        *,
+        with_cosine: bool | None = None,
     ) -> list[list[SearchHit]]:
+        """DESIGN.md §3's certificate, in up to three steps, each one batched call for all queries:
+
+        1. the rings ``a_0 … a_{j−1}`` (with payloads) and, unless the rings alone have been proving
+           the answers lately, the unfiltered cosine top-(m·k) (ids and scores only);
+        2. payloads of the cosine candidates the rings did not return, for the queries still unproven;
+        3. ``exact`` for the queries that are still unproven.
+
+        Every point not fetched sits in a fetched ring behind k fetched members with a D no larger, or
+        has LCA height ≥ η_j and so ``D ≥ c + α·η_j/H`` with c a lower bound of its cosine distance:
+        0 with nothing else known, c_max (the largest distance among the cosine candidates) once
+        those are fetched, and for a cosine candidate whose LCA is not yet read, its own distance.
+        """
+        h = max(self.model.tree_height, 1)
+        top_level = with_cosine is None
+        if with_cosine is None:
+            with_cosine = self.auto_cosine if self.auto_cosine is not None else self._rings_alone < _RINGS_ALONE_MIN
         rings_of = [self._auto_ring_count(q) for q in prepared]
         requests: list[models.QueryRequest] = []
         for q, j in zip(prepared, rings_of, strict=True):
-            requests.append(self._plain(q, user, candidates, params))
             requests.extend(self._ring(q, i, user, k, params) for i in range(j))
-        results = self.engine.query_batch(self.collection, requests)
-        out: list[list[SearchHit] | None] = []
-        failed: list[int] = []
-        checked = 0
-        h = max(self.model.tree_height, 1)
+            if with_cosine:
+                requests.append(self._plain(q, user, candidates, params, with_payload=False))
+        results = self.engine.query_batch(self.collection, requests) if requests else []
+        out: list[list[SearchHit] | None] = [None] * len(prepared)
+        unproven: list[int] = []  # rings alone did not prove it: rerun with the cosine candidates
+        unread: list[tuple[int, dict[str, Hit], list[Hit], float]] = []  # need the candidates' payloads
         pos = 0
         for n, (q, j) in enumerate(zip(prepared, rings_of, strict=True)):
-            plain = results[pos]
-            union: dict[str, Hit] = {hit.id: hit for r in results[pos : pos + 1 + j] for hit in r}
-            pos += 1 + j
-            ranked = self._rank_by_cosine(q, list(union.values()), k, alpha)
-            if len(plain) < candidates:
-                certified = True  # the unfiltered query returned every point the filter allows
-            else:
-                checked += 1
-                c_max = 1.0 - min(hit.score for hit in plain)
-                bound = c_max + alpha * q.heights[j] / h
-                certified = len(ranked) == k and ranked[-1].distance <= bound - _CERT_EPS
-            if certified:
+            known = {hit.id: hit for r in results[pos : pos + j] for hit in r}
+            pos += j
+            ranked = self._rank_by_cosine(q, list(known.values()), k, alpha)
+            kth = ranked[-1].distance if len(ranked) == k else np.inf
+            floor = alpha * q.heights[j] / h
+            if top_level:
+                self._note_rings_alone(kth <= floor - _CERT_EPS)
+            if not with_cosine:
+                if kth <= floor - _CERT_EPS:
+                    self.stats.certified += 1
+                    self.stats.rings_alone += 1
+                    out[n] = ranked
+                else:
+                    unproven.append(n)
+                continue
+            cosine = results[pos]
+            pos += 1
+            # All points the filter allows were returned when fewer than m·k came back.
+            c_max = 1.0 - min(hit.score for hit in cosine) if len(cosine) >= candidates else np.inf
+            unknown = [hit for hit in cosine if hit.id not in known]
+            c_low = min([1.0 - hit.score for hit in unknown], default=c_max)
+            if kth <= c_low + floor - _CERT_EPS or (not unknown and c_max == np.inf):
                 self.stats.certified += 1
-                out.append(ranked)
+                out[n] = ranked
             else:
-                self.stats.fallbacks += 1
-                failed.append(n)
-                out.append(None)
+                unread.append((n, known, unknown, c_max))
+        failed: list[int] = []
+        if unread:
+            self.stats.reads += len(unread)
+            reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _ in unread]
+            fetched = self.engine.query_batch(self.collection, reads)
+            for (n, known, _, c_max), got in zip(unread, fetched, strict=True):
+                q = prepared[n]
+                union = {**known, **{hit.id: hit for hit in got}}
+                ranked = self._rank_by_cosine(q, list(union.values()), k, alpha)
+                bound = c_max + alpha * q.heights[rings_of[n]] / h
+                if c_max == np.inf or (len(ranked) == k and ranked[-1].distance <= bound - _CERT_EPS):
+                    self.stats.certified += 1
+                    out[n] = ranked
+                else:
+                    failed.append(n)
         if failed:
+            self.stats.fallbacks += len(failed)
             exact = self._exact([prepared[n] for n in failed], user, k, params, alpha)
             for n, hits in zip(failed, exact, strict=True):
                 out[n] = hits
             # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
-            if self.auto_rings is None and checked and len(failed) > 0.1 * checked:
+            if self.auto_rings is None and len(failed) > 0.1 * len(prepared):
                 self._rings = min(self._rings + 1, self.model.tree_height)
+        if unproven:
+            again = self._auto([prepared[n] for n in unproven], user, k, candidates, params, alpha, with_cosine=True)
+            for n, hits in zip(unproven, again, strict=True):
+                out[n] = hits
         return [hits for hits in out if hits is not None]
+
+    def _note_rings_alone(self, proven: bool) -> None:
+        """Moving share of recent queries the rings alone proved (weight 1/10 per query)."""
+        self._rings_alone += 0.1 * (float(proven) - self._rings_alone)
+
+    def _by_ids(self, q: _Query, ids: Sequence[str]) -> models.QueryRequest:
+        """The payloads (and cosines) of given points: a filter on their ids, scored exhaustively."""
+        return models.QueryRequest(
+            query=q.vector,
+            filter=models.Filter(must=[models.HasIdCondition(has_id=[to_point_id(i) for i in ids])]),
+            limit=len(ids),
+            params=models.SearchParams(exact=True),
+            with_payload=True,
+        )
 
     def _auto_ring_count(self, q: _Query) -> int:
         top = len(q.path) - 1  # L

@@ -63,9 +63,7 @@ def test_pruning_never_drops_an_overlapping_pair() -> None:
     rng = np.random.default_rng(2)
     k, d = 40, 6
     means = rng.standard_normal((k, d)) * 3
-    covs = np.stack(
-        [(lambda a: a @ a.T / d + 0.1 * np.eye(d))(rng.standard_normal((d, d))) for _ in range(k)]
-    )
+    covs = np.stack([(lambda a: a @ a.T / d + 0.1 * np.eye(d))(rng.standard_normal((d, d))) for _ in range(k)])
     pairs = np.stack(np.triu_indices(k, 1), axis=1)
     bc = np.exp(-bhattacharyya_distance_pairs(means, covs, pairs))
     for t in (0.01, 0.1, 0.3, 0.7):
@@ -133,3 +131,33 @@ def test_log_determinant_from_cholesky_and_from_the_spectrum_agree() -> None:
     covs = np.stack([(lambda a: a @ a.T + np.eye(7))(rng.standard_normal((7, 7))) for _ in range(300)])
     np.testing.assert_allclose(log_determinants(covs, chunk=64), np.log(eigenvalues(covs, chunk=100)).sum(axis=1))
     np.testing.assert_allclose(log_determinants(covs[:1]), [np.linalg.slogdet(covs[0])[1]])
+
+
+def test_nearest_class_equals_the_float64_argmin() -> None:
+    from hierqdrant.gaussian import NearestClass, mahalanobis_squared
+
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((600, 6)) * 3 + np.repeat(rng.standard_normal((30, 6)) * 2, 20, axis=0)
+    g = Gaussians.fit(z, np.repeat(np.arange(30), 20), 30)
+    w, b = g.whitening()
+    queries = rng.standard_normal((500, 6)) * 4
+    want = np.argmin(mahalanobis_squared(queries, w, b), axis=1)
+    nearest = NearestClass.of(w, b)
+    np.testing.assert_array_equal(nearest(queries, chunk=64), want)
+    np.testing.assert_array_equal([nearest(q)[0] for q in queries[:100]], want[:100])
+
+
+def test_nearest_class_settles_float32_ties_in_float64() -> None:
+    from hierqdrant.gaussian import NearestClass, mahalanobis_squared
+
+    # Three classes whose means differ by less than float32 can tell apart at this distance.
+    d = 4
+    w = np.stack([np.eye(d)] * 3)
+    means = np.array([[1000.0, 0, 0, 0], [1000.0 + 1e-9, 0, 0, 0], [1000.0 - 1e-9, 0, 0, 0]])
+    b = np.einsum("kij,kj->ki", w, means)
+    queries = np.array([[0.0, 1, 2, 3], [2000.0, 0, 0, 0], [1000.0, 5, 0, 0]])
+    want = np.argmin(mahalanobis_squared(queries, w, b), axis=1)
+    assert want.tolist() == [2, 1, 0]
+    nearest = NearestClass.of(w, b)
+    np.testing.assert_array_equal(nearest(queries), want)
+    assert [int(nearest(q[None])[0]) for q in queries] == want.tolist()  # the one-row path too

@@ -89,9 +89,7 @@ def engine(request, tmp_path_factory, data):
     eng.close()
 
 
-def brute_force(
-    data: dict, query: np.ndarray, k: int, alpha: float | None = None, mask: np.ndarray | None = None
-):
+def brute_force(data: dict, query: np.ndarray, k: int, alpha: float | None = None, mask: np.ndarray | None = None):
     model: HierarchyModel = data["model"]
     d = model.distance(query, data["x"], alpha=alpha)
     ids = np.asarray([point_id("pts", key) for key in data["keys"]])
@@ -128,6 +126,49 @@ def test_auto_certifies_or_falls_back_correctly_with_few_candidates(engine, data
     assert searcher.stats.fallbacks > 0
 
 
+@pytest.mark.parametrize("auto_cosine", [None, True, False])
+def test_every_step_of_auto_equals_brute_force(engine, data, auto_cosine) -> None:
+    # Rings alone, the cosine candidates' payloads read, the exact fallback: every path must be exact.
+    queries = data["queries"]
+    for rings in (0, 1, 2):
+        searcher = HierarchicalSearcher(engine, "pts", auto_rings=rings, auto_cosine=auto_cosine, exact=True)
+        alphas = (0.0, 0.3, 1.5, 4.0)
+        for alpha in alphas:
+            for q, hits in zip(queries, searcher.search_batch(queries, 10, alpha=alpha), strict=True):
+                assert_same_ranking(hits, *brute_force(data, q, 10, alpha))
+        s = searcher.stats
+        assert s.certified + s.fallbacks == len(queries) * len(alphas)
+        if auto_cosine or rings == 0:
+            assert s.rings_alone == 0  # nothing to prove it with (no rings) or not tried
+
+
+def test_auto_proves_large_alpha_with_the_rings_alone(engine, data) -> None:
+    searcher = HierarchicalSearcher(engine, "pts", auto_rings=1, auto_cosine=False, exact=True)
+    searcher.search_batch(data["queries"], 5, alpha=4.0)
+    assert searcher.stats.rings_alone == len(data["queries"])
+    assert searcher.stats.fallbacks == 0
+
+
+def test_auto_reads_candidate_payloads_at_small_alpha(engine, data) -> None:
+    searcher = HierarchicalSearcher(engine, "pts", auto_rings=1, auto_cosine=True, exact=True)
+    results = searcher.search_batch(data["queries"], 10, alpha=0.3)
+    assert searcher.stats.reads > 0
+    for q, hits in zip(data["queries"], results, strict=True):
+        assert_same_ranking(hits, *brute_force(data, q, 10, 0.3))
+        assert all(hit.payload.get("colour") in ("red", "blue") for hit in hits)  # payloads were read
+
+
+def test_auto_stops_trying_the_rings_alone_when_they_do_not_prove(engine, data) -> None:
+    searcher = HierarchicalSearcher(engine, "pts", auto_rings=1, exact=True)
+    for q in data["queries"][:4]:
+        searcher.search(q, 10, alpha=0.0)  # at α = 0 the rings never prove an answer alone
+    assert searcher._rings_alone < 0.9
+    before = searcher.stats.rings_alone
+    for q in np.concatenate([data["queries"]] * 3):
+        searcher.search(q, 5, alpha=4.0)  # the rings would have proved these: it goes back to them
+    assert searcher.stats.rings_alone > before
+
+
 def test_caller_filter_is_combined_with_every_strategy(engine, data) -> None:
     red = models.Filter(must=[models.FieldCondition(key="colour", match=models.MatchValue(value="red"))])
     mask = data["colour"] == "red"
@@ -137,6 +178,13 @@ def test_caller_filter_is_combined_with_every_strategy(engine, data) -> None:
         for q, hits in zip(data["queries"], results, strict=True):
             assert all(h.payload["colour"] == "red" for h in hits)
             assert_same_ranking(hits, *brute_force(data, q, 7, mask=mask))
+    for auto_cosine in (True, False):  # each step of auto keeps the caller's filter
+        searcher_ = HierarchicalSearcher(engine, "pts", exact=True, auto_cosine=auto_cosine)
+        for alpha in (0.3, 4.0):
+            results = searcher_.search_batch(data["queries"], 7, filter=red, alpha=alpha)
+            for q, hits in zip(data["queries"], results, strict=True):
+                assert all(h.payload["colour"] == "red" for h in hits)
+                assert_same_ranking(hits, *brute_force(data, q, 7, alpha, mask=mask))
     for strategy in ("rerank", "formula"):
         for hits in searcher.search_batch(data["queries"], 7, filter=red, strategy=strategy):
             assert all(h.payload["colour"] == "red" for h in hits)
