@@ -371,6 +371,7 @@ class HierarchicalSearcher:
         """
         h = max(self.model.tree_height, 1)
         top_level = with_cosine is None
+        fallbacks_before = self.stats.fallbacks
         if with_cosine is None:
             with_cosine = self.auto_cosine if self.auto_cosine is not None else self._rings_alone < _RINGS_ALONE_MIN
         rings_of = [self._auto_ring_count(q) for q in prepared]
@@ -431,13 +432,13 @@ class HierarchicalSearcher:
             exact = self._exact([prepared[n] for n in failed], user, k, params, alpha)
             for n, hits in zip(failed, exact, strict=True):
                 out[n] = hits
-            # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
-            if self.auto_rings is None and len(failed) > 0.1 * len(prepared):
-                self._rings = min(self._rings + 1, self.model.tree_height)
         if unproven:
             again = self._auto([prepared[n] for n in unproven], user, k, candidates, params, alpha, with_cosine=True)
             for n, hits in zip(unproven, again, strict=True):
                 out[n] = hits
+        # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
+        if top_level and self.auto_rings is None and self.stats.fallbacks - fallbacks_before > 0.1 * len(prepared):
+            self._rings = min(self._rings + 1, self.model.tree_height)
         return [hits for hits in out if hits is not None]
 
     def _note_rings_alone(self, proven: bool) -> None:
