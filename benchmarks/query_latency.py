@@ -165,19 +165,6 @@ def make_data(n: int, nq: int, dims: int, seed: int) -> tuple[np.ndarray, np.nda
     return x, y, xq, yq
 
 
-def fast_leaves(model: HierarchyModel, z: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """``argmin_c ‖W_c z − b_c‖²`` (what ``model.assign(z, projected=True)`` computes) with one GEMM
-    against the stacked (K·d, d) whitening matrices per chunk instead of K batched mat-vecs."""
-    w, b = model.gaussians.whitening()
-    k, d, _ = w.shape
-    stacked = w.reshape(k * d, d)
-    out = np.empty(z.shape[0], dtype=np.int64)
-    for a in range(0, z.shape[0], chunk):
-        p = (z[a : a + chunk] @ stacked.T).reshape(-1, k, d) - b[None]
-        out[a : a + chunk] = np.argmin(np.einsum("nkd,nkd->nk", p, p), axis=1)
-    return out
-
-
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -322,7 +309,7 @@ def bench_upsert(
             spent[name] += time.perf_counter() - t0
 
     # The default path: PCA + Mahalanobis assignment inside upsert_points (on a subset: it is slow),
-    # and the assignment alone, as upsert_points calls it (per batch) and by one stacked GEMM.
+    # and the assignment alone, as upsert_points calls it (per batch).
     m = min(assign_n, n)
     create_collection(engine, ASSIGNED, model)
     t0 = time.perf_counter()
@@ -332,9 +319,6 @@ def bench_upsert(
     for a in range(0, m, batch):
         model.assign(z[a : a + batch], projected=True)
     t_assign_only = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fast_leaves(model, z[:m])
-    t_fast = time.perf_counter() - t0
 
     # Same points, same payloads in every collection.
     want = engine.shard(COLLECTION).retrieve([ids[0]], True, False)[0].payload
@@ -390,7 +374,6 @@ def bench_upsert(
             f"{(m / t_assigned) / (n / t_raw):.2f}",
         ],
         [f"  model.assign alone, per {batch}-row batch", m, f"{t_assign_only:.2f}", f"{m / t_assign_only:,.0f}", ""],
-        ["  the same leaves by one stacked GEMM (fast_leaves)", m, f"{t_fast:.2f}", f"{m / t_fast:,.0f}", ""],
     ]
     return rows, profile
 
@@ -840,15 +823,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     t_fit = time.perf_counter() - t0
     z = model.transform(x)
     t0 = time.perf_counter()
-    leaves = fast_leaves(model, z)
+    leaves = model.assign(z, projected=True)
     t_leaves = time.perf_counter() - t0
-    check = min(2000, args.n)
-    same = float(np.mean(model.assign(z[:check], projected=True) == leaves[:check]))
     zq = model.transform(xq)
     leaf_q = model.assign(zq, projected=True)
     print(
-        f"data + fit: {t_fit:.1f} s; leaves of the database by one stacked GEMM: {t_leaves:.1f} s "
-        f"(equal to model.assign on {check:,} points: {100 * same:.2f} %); leaf accuracy vs the generating "
+        f"data + fit: {t_fit:.1f} s; leaves of the database (model.assign): {t_leaves:.1f} s; "
+        f"leaf accuracy vs the generating "
         f"class: {100 * np.mean(leaves == y):.2f} % (db), {100 * np.mean(leaf_q == yq):.2f} % (queries)\n"
     )
 

@@ -215,17 +215,23 @@ class NearestClass:
     b32: np.ndarray  # (K·d,) float32
     w_norm: np.ndarray  # (K,) ‖W_c‖_F
     b_norm: np.ndarray  # (K,) ‖b_c‖
+    w_norm_max: float
+    b_norm_max: float
 
     @classmethod
     def of(cls, w: np.ndarray, b: np.ndarray) -> NearestClass:
         k, d, _ = w.shape
+        w_norm = np.sqrt(np.einsum("kij,kij->k", w, w))
+        b_norm = np.linalg.norm(b, axis=1)
         return cls(
             w=w,
             b=b,
             stacked32=np.ascontiguousarray(w.reshape(k * d, d), dtype=np.float32),
             b32=np.ascontiguousarray(b.reshape(k * d), dtype=np.float32),
-            w_norm=np.sqrt(np.einsum("kij,kij->k", w, w)),
-            b_norm=np.linalg.norm(b, axis=1),
+            w_norm=w_norm,
+            b_norm=b_norm,
+            w_norm_max=float(w_norm.max()),
+            b_norm_max=float(b_norm.max()),
         )
 
     def __call__(self, points: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -261,7 +267,7 @@ class NearestClass:
         if k < 2:
             return 0
         first, second = (float(v) for v in np.partition(d32, 1)[:2])
-        e = gamma * (float(np.linalg.norm(x)) * self._w_norm_max + self._b_norm_max)
+        e = gamma * (float(np.linalg.norm(x)) * self.w_norm_max + self.b_norm_max)
 
         def slack(v: float) -> float:
             return 2 * (v**0.5 + e) * e + e * e + gamma * v
@@ -270,14 +276,6 @@ class NearestClass:
         if second**0.5 > 2 * e and second - slack(second) > first + slack(first):
             return int(np.argmin(d32))
         return None
-
-    @functools.cached_property
-    def _w_norm_max(self) -> float:
-        return float(self.w_norm.max())
-
-    @functools.cached_property
-    def _b_norm_max(self) -> float:
-        return float(self.b_norm.max())
 
     def _settle(self, block: np.ndarray, maybe: np.ndarray) -> np.ndarray:
         """The argmin per row among the classes ``maybe`` marks: free where one is marked, else float64."""

@@ -383,7 +383,7 @@ class HierarchicalSearcher:
         results = self.engine.query_batch(self.collection, requests) if requests else []
         out: list[list[SearchHit] | None] = [None] * len(prepared)
         unproven: list[int] = []  # rings alone did not prove it: rerun with the cosine candidates
-        unread: list[tuple[int, dict[str, Hit], list[Hit], float]] = []  # need the candidates' payloads
+        unread: list[tuple[int, dict[str, Hit], list[Hit], float, float]] = []  # need the candidates' payloads
         pos = 0
         for n, (q, j) in enumerate(zip(prepared, rings_of, strict=True)):
             known = {hit.id: hit for r in results[pos : pos + j] for hit in r}
@@ -411,18 +411,16 @@ class HierarchicalSearcher:
                 self.stats.certified += 1
                 out[n] = ranked
             else:
-                unread.append((n, known, unknown, c_max))
+                unread.append((n, known, unknown, c_max, floor))
         failed: list[int] = []
         if unread:
             self.stats.reads += len(unread)
-            reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _ in unread]
+            reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _, _ in unread]
             fetched = self.engine.query_batch(self.collection, reads)
-            for (n, known, _, c_max), got in zip(unread, fetched, strict=True):
-                q = prepared[n]
+            for (n, known, _, c_max, floor), got in zip(unread, fetched, strict=True):
                 union = {**known, **{hit.id: hit for hit in got}}
-                ranked = self._rank_by_cosine(q, list(union.values()), k, alpha)
-                bound = c_max + alpha * q.heights[rings_of[n]] / h
-                if c_max == np.inf or (len(ranked) == k and ranked[-1].distance <= bound - _CERT_EPS):
+                ranked = self._rank_by_cosine(prepared[n], list(union.values()), k, alpha)
+                if c_max == np.inf or (len(ranked) == k and ranked[-1].distance <= c_max + floor - _CERT_EPS):
                     self.stats.certified += 1
                     out[n] = ranked
                 else:

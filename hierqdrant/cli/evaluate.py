@@ -408,15 +408,22 @@ def _progress(enabled: bool, total: int, label: str) -> tuple[Any, Callable[[int
 # --------------------------------------------------------------------------------------- eval
 
 
-def _scoring(
-    score_taxonomy: Path | None, methods: Sequence[Method], base: HierarchyModel, fallback_name: str
-) -> Scoring:
+def _taxonomy_scoring(score_taxonomy: Path, class_names: Sequence[str]) -> Scoring:
+    """mahp / hdist / severity scored against a taxonomy file."""
     from ..build import build_given
     from ..evaluate import Scoring
 
+    tree = build_given(score_taxonomy, list(class_names), len(class_names))
+    return Scoring.from_hierarchy(tree, f"taxonomy {score_taxonomy.name} (height {tree.tree_height})")
+
+
+def _scoring(
+    score_taxonomy: Path | None, methods: Sequence[Method], base: HierarchyModel, fallback_name: str
+) -> Scoring:
+    from ..evaluate import Scoring
+
     if score_taxonomy is not None:
-        tree = build_given(score_taxonomy, base.class_names, base.num_classes)
-        return Scoring.from_hierarchy(tree, f"taxonomy {score_taxonomy.name} (height {tree.tree_height})")
+        return _taxonomy_scoring(score_taxonomy, base.class_names)
     for m in methods:
         if m.name in ("overlap", "hierarchy-only") and m.model is not None:
             t = m.model.threshold
@@ -524,6 +531,8 @@ def eval_command(
 ) -> None:
     """Score euclidean, cosine, hierarchy-only, overlap (ours), ward and given on labelled queries."""
     import time
+
+    leaf_choice = leaf_from.value if leaf_from is not None else None  # None: the stored or default mode
 
     import numpy as np
 
@@ -676,7 +685,7 @@ def eval_command(
                 taxonomy=taxonomy,
                 tuning=tuning,
                 protocol="loo" if queries is None and query_split in (None, db_split) else "split",
-                leaf_from=leaf_from.value if leaf_from is not None else stored_mode,
+                leaf_from=leaf_choice or stored_mode,
                 log=say,
             )
             scoring = _scoring(score_taxonomy, built, base, "the collection's tree")
@@ -694,7 +703,7 @@ def eval_command(
                     scoring=scoring,
                     mahp_ks=mahp_ks,
                     hdist_ks=hdist_ks,
-                    leaf_from=leaf_from.value if leaf_from is not None else None,
+                    leaf_from=leaf_choice,
                     strategy=strategy.value,
                     exact=not hnsw,
                     progress=advance,
@@ -770,7 +779,7 @@ def eval_command(
             taxonomy=taxonomy,
             tuning=tuning,
             protocol="loo" if loo else "split",
-            leaf_from=leaf_from.value if leaf_from is not None else "predicted",
+            leaf_from=leaf_choice or "predicted",
             log=say,
         )
         scoring = _scoring(score_taxonomy, built, base, "the learned tree")
@@ -786,7 +795,7 @@ def eval_command(
                 scoring=scoring,
                 mahp_ks=mahp_ks,
                 hdist_ks=hdist_ks,
-                leaf_from=leaf_from.value if leaf_from is not None else "predicted",
+                leaf_from=leaf_choice or "predicted",
                 progress=advance,
             )
         finally:
@@ -800,7 +809,7 @@ def eval_command(
     )
     out = result.to_dict()
     out.update(info)
-    out["leaf_from"] = (leaf_from.value if leaf_from is not None else None) or result.info.get("leaves", "predicted")
+    out["leaf_from"] = leaf_choice or result.info.get("leaves", "predicted")
     out["paired"] = paired_dict(tests, "overlap", "cosine")
     out["tuning"] = {name: r.to_dict() for name, r in tuned.items()}
     out["perturb"] = {"queries": perturb, "database": perturb_db, "seed": seed}
@@ -895,8 +904,6 @@ def tune_command(
     """Choose t and α on a validation split of the training images; store them in the model."""
     import numpy as np
 
-    from ..build import build_given
-    from ..evaluate import Scoring
     from ..tune import DEFAULT_ALPHAS, DEFAULT_THRESHOLDS, check_grids, check_tune_metric, tune
 
     if features is None and collection is None:
@@ -951,10 +958,7 @@ def tune_command(
             projected = True
             source_name = f"collection {collection!r}: {rows.size} labelled non-test points"
             extractor = None
-        scoring = None
-        if score_taxonomy is not None:
-            tree = build_given(score_taxonomy, class_names, len(class_names))
-            scoring = Scoring.from_hierarchy(tree, f"taxonomy {score_taxonomy.name}")
+        scoring = _taxonomy_scoring(score_taxonomy, class_names) if score_taxonomy is not None else None
         if show:
             err_console.print(f"[dim]tuning on {escape(source_name)}[/]")
         result = tune(

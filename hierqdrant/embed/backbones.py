@@ -536,8 +536,8 @@ def _fetch_tv_weights(enum_member: Any, progress: bool = True) -> Path:
 def _serve_state_dict(enum_member: Any, state: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Make ``enum_member.get_state_dict()`` return ``state`` while a torchvision builder runs.
 
-    torchvision's own loader calls ``torch.load(weights_only=False)``; we load the file with
-    ``weights_only=True`` ourselves and hand the tensors to the builder, which still applies its
+    torchvision's own loader would unpickle the whole file; we load it with ``weights_only=True``
+    ourselves and hand the tensors to the builder, which still applies its
     weight-specific settings (num_classes, ViT image size, Inception's transform_input, …).
     """
     enum_cls = type(enum_member)
