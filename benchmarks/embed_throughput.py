@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from hierqdrant.embed.backbones import load_backbone  # noqa: E402
-from hierqdrant.embed.extract import default_num_workers, extract_features, resolve_device  # noqa: E402
-from hierqdrant.embed.images import IMAGE_EXTENSIONS  # noqa: E402
+from hierqdrant.vision.backbones import load_backbone  # noqa: E402
+from hierqdrant.vision.extract import default_num_workers, extract_features, resolve_device  # noqa: E402
+from hierqdrant.vision.images import IMAGE_EXTENSIONS  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:

@@ -37,7 +37,7 @@ def run_one(k: int, n: int, d: int, threshold: float) -> dict[str, object]:
     import sklearn.covariance  # noqa: F401  (imported up front: a one-off cost, reported apart)
     import sklearn.decomposition  # noqa: F401
 
-    from hierqdrant.model import HierarchyModel
+    from hierqdrant.core.model import HierarchyModel
 
     import_s = time.perf_counter() - t_import
     x, y = make_data(k, n, d)

@@ -13,7 +13,7 @@ What it does:
    ``load_backbone("cifar_resnet56", "models/resnet56-4bfd9763.th")`` (64-d penultimate features) and
    caches them in ``<cache>/cifar10_resnet56.npz`` (outside the repository).
 2. Tunes t and α of ``overlap`` (α of ``ward`` and ``given``; hierarchy-only takes overlap's tree) with
-   :func:`hierqdrant.tune.tune` on a validation split carved from the *training* images (20 %,
+   :func:`hierqdrant.evaluation.tune.tune` on a validation split carved from the *training* images (20 %,
    stratified, seed 0) — never on the test queries — once maximising map@10 and once map@r
    (``--tune-metric``). Each protocol is tuned with its own validation protocol (leave-one-out within
    the validation images, or validation queries against the rest of train).
@@ -48,7 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from hierqdrant.features import FeatureSet  # noqa: E402
+from hierqdrant.core.features import FeatureSet  # noqa: E402
 
 CHECKPOINT = "models/resnet56-4bfd9763.th"
 DATASET = "datasets/cifar10"
@@ -108,15 +108,15 @@ def embed_cifar(
 
     Clean: train + test in ``cifar10_resnet56.npz`` (``splits`` says which). With ``perturb``
     (``blur``, ``saturation``, ``occlusion[:strength]``): the test images only, perturbed with
-    :func:`hierqdrant.perturb.perturbation_hook` (seed ``seed``, image index = position in the test
+    :func:`hierqdrant.evaluation.perturb.perturbation_hook` (seed ``seed``, image index = position in the test
     list), in ``cifar10_resnet56_test_<kind>-<strength>_s<seed>.npz``.
     """
-    from hierqdrant.embed import discover, extract_features, load_backbone
+    from hierqdrant.vision import discover, extract_features, load_backbone
 
     if perturb is None:
         target = cache / CLEAN
     else:
-        from hierqdrant.perturb import parse_perturbation
+        from hierqdrant.evaluation.perturb import parse_perturbation
 
         spec = parse_perturbation(perturb).spec.replace(":", "-")
         target = cache / f"cifar10_resnet56_test_{spec}_s{seed}.npz"
@@ -129,7 +129,7 @@ def embed_cifar(
     items = found.items if perturb is None else found.split("test")
     hook = None
     if perturb is not None:
-        from hierqdrant.perturb import parse_perturbation, perturbation_hook
+        from hierqdrant.evaluation.perturb import parse_perturbation, perturbation_hook
 
         hook = perturbation_hook(parse_perturbation(perturb), seed)
     backbone = load_backbone("cifar_resnet56", str(shared / CHECKPOINT))
@@ -166,7 +166,7 @@ def load_splits(shared: Path, cache: Path) -> tuple[FeatureSet, FeatureSet]:
 
 
 def wordnet(shared: Path, class_names: list[str]) -> Any:
-    from hierqdrant.build import build_given
+    from hierqdrant.core.build import build_given
 
     return build_given(shared / WORDNET, class_names, len(class_names))
 
@@ -207,7 +207,7 @@ def settings_line(result: Any) -> str:
 
 
 def paired_lines(result: Any, metrics: tuple[str, ...] = ("map@10", "map@r")) -> list[str]:
-    from hierqdrant.evaluate import paired
+    from hierqdrant.evaluation.evaluate import paired
 
     out = []
     for other in result.metrics:
@@ -253,7 +253,8 @@ def compare(
 ) -> dict[str, Any]:
     """Tune and evaluate every method under each protocol. ``queries`` replaces the test images as
     queries (e.g. perturbed copies with the same paths); the database stays clean."""
-    from hierqdrant.evaluate import (
+    from hierqdrant.core.model import HierarchyModel
+    from hierqdrant.evaluation.evaluate import (
         METHODS,
         Items,
         Scoring,
@@ -262,7 +263,6 @@ def compare(
         evaluate_arrays,
         prepare_methods,
     )
-    from hierqdrant.model import HierarchyModel
 
     assert train.labels is not None and test.labels is not None
     t0 = time.perf_counter()
@@ -333,10 +333,10 @@ def engine_check(shared: Path, test: FeatureSet, train: FeatureSet, n_queries: i
     HierarchicalSearcher (exact strategy, exhaustive), and compare with NumPy on the same queries."""
     import tempfile
 
-    from hierqdrant.collection import create_collection, point_id, upsert_points
-    from hierqdrant.engines import EdgeEngine
-    from hierqdrant.evaluate import Items, Scoring, build_methods, evaluate_arrays, evaluate_collection
-    from hierqdrant.model import HierarchyModel
+    from hierqdrant.core.model import HierarchyModel
+    from hierqdrant.evaluation.evaluate import Items, Scoring, build_methods, evaluate_arrays, evaluate_collection
+    from hierqdrant.store.collection import create_collection, point_id, upsert_points
+    from hierqdrant.store.engines import EdgeEngine
 
     assert train.labels is not None and test.labels is not None and test.paths is not None
     model = HierarchyModel.fit(train.features, train.labels, class_names=train.classes, threshold=0.02, alpha=1.0)
@@ -427,7 +427,7 @@ def main() -> None:
                 dump.setdefault("defaults", {})[protocol] = entry["defaults"].to_dict()
             dump.setdefault(f"tuned_on_{metric}", {})[protocol] = record
             if args.plot_dir:
-                from hierqdrant.plots import plot_map_at_k
+                from hierqdrant.evaluation.plots import plot_map_at_k
 
                 curves = {m: {k: row[f"map@{k}"] for k in KS} for m, row in result.metrics.items()}
                 tag = metric.replace("@", "")

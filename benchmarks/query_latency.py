@@ -70,13 +70,13 @@ import numpy as np  # noqa: E402
 import qdrant_edge as qe  # noqa: E402
 from qdrant_client import models  # noqa: E402
 
-from hierqdrant.collection import create_collection, hq_payload, point_id, upsert_points  # noqa: E402
-from hierqdrant.engines import EdgeEngine, Hit  # noqa: E402
-from hierqdrant.engines.edge import edge_request  # noqa: E402
-from hierqdrant.gaussian import mahalanobis_squared  # noqa: E402
-from hierqdrant.hierarchy import Hierarchy  # noqa: E402
-from hierqdrant.model import HierarchyModel  # noqa: E402
-from hierqdrant.search import HierarchicalSearcher, SearchStats, Strategy  # noqa: E402
+from hierqdrant.core.gaussian import mahalanobis_squared  # noqa: E402
+from hierqdrant.core.hierarchy import Hierarchy  # noqa: E402
+from hierqdrant.core.model import HierarchyModel  # noqa: E402
+from hierqdrant.store.collection import create_collection, hq_payload, point_id, upsert_points  # noqa: E402
+from hierqdrant.store.engines import EdgeEngine, Hit  # noqa: E402
+from hierqdrant.store.engines.edge import edge_request  # noqa: E402
+from hierqdrant.store.search import HierarchicalSearcher, SearchStats, Strategy  # noqa: E402
 
 GROUPS, FAMILIES, LEAVES = 5, 4, 10  # K = 200 leaves, 4 levels (heights 0, 1, 2, 3)
 SIGMA_GROUP, SIGMA_FAMILY, SIGMA_LEAF, SIGMA_NOISE = 1.0, 0.8, 0.6, 1.0

@@ -7,7 +7,7 @@ Usage (from the repository root)::
     python benchmarks/robustness.py --perturb blur:2 --perturb occlusion
 
 The 10,000 test images are embedded again with each perturbation applied to them
-(:mod:`hierqdrant.perturb`, fixed seed; at 32 px: a 3×3 Gaussian blur kernel (11×11 at 224 px),
+(:mod:`hierqdrant.evaluation.perturb`, fixed seed; at 32 px: a 3×3 Gaussian blur kernel (11×11 at 224 px),
 a saturation factor drawn from [0, 2], a 10×10 black square (70×70 at 224 px)) and cached. They are the
 *queries*; the database stays clean: leave-one-out over the clean test images (each perturbed query's
 own clean image excluded by id) and the 50,000 clean train images. The model (PCA, Gaussians, trees)
@@ -46,8 +46,8 @@ from paper_comparison import (  # noqa: E402
     wordnet,
 )
 
-from hierqdrant.evaluate import METHODS, Items, Scoring, TuneSettings, evaluate_arrays, prepare_methods  # noqa: E402
-from hierqdrant.model import HierarchyModel  # noqa: E402
+from hierqdrant.core.model import HierarchyModel  # noqa: E402
+from hierqdrant.evaluation.evaluate import METHODS, Items, Scoring, TuneSettings, evaluate_arrays, prepare_methods  # noqa: E402
 
 SUMMARY = ("map@10", "map@r", "p@1", "mahp@250", "severity")
 

@@ -1,4 +1,4 @@
-"""Training cost: `hierqdrant.train` on an image folder for a few epochs; images/s and accuracy.
+"""Training cost: `hierqdrant.vision.train` on an image folder for a few epochs; images/s and accuracy.
 
     python benchmarks/train_throughput.py --data ../shared/datasets/cifar10 --model resnet18 --image-size 32 --epochs 2
     python benchmarks/train_throughput.py --model cifar_resnet20 --epochs 3 --device cpu     # the CPU measurement
@@ -35,7 +35,7 @@ def main() -> None:
 
     import torch
 
-    from hierqdrant.train import TrainConfig, train
+    from hierqdrant.vision.train import TrainConfig, train
 
     out = args.out or Path(tempfile.mkdtemp()) / "ckpt.pt"
     cfg = TrainConfig(
@@ -65,7 +65,7 @@ def main() -> None:
             f"{e.seconds:.1f} |"
         )
     if args.test:
-        from hierqdrant.embed import discover, extract_features, load_backbone
+        from hierqdrant.vision import discover, extract_features, load_backbone
 
         found = discover(args.data)
         test = [it for it in found.items if it.split == "test"]

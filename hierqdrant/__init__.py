@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Hierarchy": "hierqdrant.hierarchy",
-    "HierarchyModel": "hierqdrant.model",
-    "FeatureSet": "hierqdrant.features",
-    "HierarchicalSearcher": "hierqdrant.search",
-    "SearchHit": "hierqdrant.search",
-    "connect": "hierqdrant.engines",
-    "HierqdrantError": "hierqdrant.errors",
+    "Hierarchy": "hierqdrant.core.hierarchy",
+    "HierarchyModel": "hierqdrant.core.model",
+    "FeatureSet": "hierqdrant.core.features",
+    "HierarchicalSearcher": "hierqdrant.store.search",
+    "SearchHit": "hierqdrant.store.search",
+    "connect": "hierqdrant.store.engines",
+    "HierqdrantError": "hierqdrant.core.errors",
 }
 
 __all__ = [
@@ -35,12 +35,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .engines import connect
-    from .errors import HierqdrantError
-    from .features import FeatureSet
-    from .hierarchy import Hierarchy
-    from .model import HierarchyModel
-    from .search import HierarchicalSearcher, SearchHit
+    from hierqdrant.core.errors import HierqdrantError
+    from hierqdrant.core.features import FeatureSet
+    from hierqdrant.core.hierarchy import Hierarchy
+    from hierqdrant.core.model import HierarchyModel
+    from hierqdrant.store.engines import connect
+    from hierqdrant.store.search import HierarchicalSearcher, SearchHit
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """``python -m hierqdrant`` — the same as the ``hierqdrant`` command."""
 
-from .cli import main
+from hierqdrant_cli import main
 
 main()

@@ -101,7 +101,7 @@ def engine_make(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> An
     """A fresh engine of ``kind`` (server: a connection to the session's server)."""
     from qdrant_client import QdrantClient
 
-    from hierqdrant.engines import EdgeEngine, QdrantEngine, connect
+    from hierqdrant.store.engines import EdgeEngine, QdrantEngine, connect
 
     if kind == "edge":
         return EdgeEngine(tmp_path / "edge-data")

@@ -1,0 +1,129 @@
+"""What every command shares: consoles, error handling, JSON output, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hierqdrant.core.errors import HierqdrantError
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes: 0 ok, 1 partial (something was skipped), 2 usage or user error.
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn user errors into one line on stderr and exit 2; Ctrl-C into exit 130 with a resume hint."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HierqdrantError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted — run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """One JSON object on stdout (no rich markup, no wrapping)."""
+    sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def parse_pca(value: str) -> int | float | None:
+    """``0.95`` → keep 95 % of the variance; ``64`` → 64 components; ``all`` → every component."""
+    from hierqdrant.core.errors import InputError
+
+    text = value.strip().lower()
+    if text in {"all", "none"}:
+        return None
+    try:
+        if text.isdigit():
+            return int(text)
+        share = float(text)
+    except ValueError:
+        raise InputError(
+            f"--pca {value!r} is neither a variance share nor a number of components",
+            "e.g. --pca 0.95 or --pca 64",
+        ) from None
+    return share
+
+
+# -- the store: options every store command shares -------------------------------------------------
+
+URL_HELP = "Qdrant server or cloud URL (default: the embedded engine under --data-dir)."
+
+
+def url_option() -> Any:
+    return typer.Option(None, "--url", envvar="QDRANT_URL", help=URL_HELP, show_default=False)
+
+
+def api_key_option() -> Any:
+    return typer.Option(
+        None, "--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.", show_default=False
+    )
+
+
+def data_dir_option() -> Any:
+    return typer.Option(
+        Path(".hierqdrant"),
+        "--data-dir",
+        envvar="HIERQDRANT_DATA",
+        help="Directory of the embedded engine (and the local feature cache).",
+    )
+
+
+def open_engine(url: str | None, api_key: str | None, data_dir: Path) -> Any:
+    from hierqdrant.store.engines import connect
+
+    return connect(url=url, api_key=api_key, data_dir=data_dir)
+
+
+def resolve_collection(engine: Any, name: str | None) -> str:
+    """The named collection; else the only one in the store; else $HIERQDRANT_COLLECTION; else an error."""
+    import os
+
+    from hierqdrant.core.errors import InputError
+
+    if name:
+        return name
+    names = engine.collections()
+    if len(names) == 1:
+        return str(names[0])
+    env = os.environ.get("HIERQDRANT_COLLECTION")
+    if env:
+        return env
+    if not names:
+        raise InputError(
+            f"the store at {engine.location} has no collections",
+            "ingest images first: hierqdrant ingest FOLDER --collection NAME",
+        )
+    raise InputError(
+        f"the store has several collections ({', '.join(names)})", "pick one with --collection NAME"
+    )

@@ -1,0 +1,160 @@
+"""``hierqdrant ingest``: embed a labelled image folder, fit the hierarchy, upsert into Qdrant."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    api_key_option,
+    console,
+    data_dir_option,
+    err_console,
+    handle_errors,
+    open_engine,
+    parse_pca,
+    print_json,
+    url_option,
+)
+from .hierarchy import BuilderName
+
+
+class LeafFrom(str, Enum):
+    predicted = "predicted"
+    label = "label"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+@handle_errors
+def ingest_command(
+    source: Path = typer.Argument(
+        ...,
+        help="An ImageFolder (class subfolders), a folder with train/ and test/, a CUB-200-2011 folder, "
+        "an unlabelled folder (assigned by the collection's model) or a features .npz.",
+    ),
+    collection: str = typer.Option(
+        ..., "--collection", "-c", envvar="HIERQDRANT_COLLECTION", help="Collection to create or update."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Backbone: a torchvision classification model (resnet50, efficientnet_b0, …), cifar_resnet20/32/44/56/110 "
+        "or pixels. Default: the collection's extractor, else resnet50.",
+    ),
+    weights: str | None = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help="A local checkpoint file or a torchvision weights name (needs internet).",
+    ),
+    image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
+    device: Device = typer.Option(
+        Device.auto, "--device", help="Where to embed: auto (GPU if there is one), cuda or cpu."
+    ),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per embedding batch."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (default: min(8, CPUs))."),
+    builder: BuilderName = typer.Option(BuilderName.overlap, "--builder", help="overlap (the paper), ward or given."),
+    threshold: float = typer.Option(
+        0.3, "--threshold", "-t", help="Overlap threshold t on the Bhattacharyya coefficient."
+    ),
+    alpha: float = typer.Option(3.0, "--alpha", help="Default weight α of the hierarchy term for queries."),
+    taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file for --builder given."),
+    pca: str = typer.Option("0.95", "--pca", help="Variance share to keep, a number of components, or 'all'."),
+    leaf_from: LeafFrom = typer.Option(
+        LeafFrom.predicted,
+        "--leaf-from",
+        help="Leaf of a stored image: predicted (Mahalanobis, the paper) or its label.",
+    ),
+    tune: bool = typer.Option(
+        False, "--tune", help="Choose t and α on a validation split of the labelled training images."
+    ),
+    tune_metric: str = typer.Option("map@r", "--tune-metric", help="What --tune maximises: map@K, map@r, p@1."),
+    keep_model: bool = typer.Option(
+        False,
+        "--keep-model",
+        help="Assign new images with the collection's stored model instead of refitting.",
+    ),
+    recreate: bool = typer.Option(False, "--recreate", help="Drop and rebuild the collection."),
+    payload_key: str = typer.Option("hq", "--payload-key", help="Payload namespace of the plugin's fields."),
+    url: str | None = url_option(),
+    api_key: str | None = api_key_option(),
+    data_dir: Path = data_dir_option(),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Embed images, fit PCA + class Gaussians + the hierarchy, and upsert them into a collection.
+
+    Re-running the same command updates the same points and embeds nothing again; after an
+    interruption it resumes. Exit code 1 when some files were skipped.
+    """
+    from hierqdrant.pipelines.ingest import IngestOptions, ingest
+
+    engine = open_engine(url, api_key, data_dir)
+    show = not (quiet or as_json)
+    log = (lambda msg: err_console.print(f"[dim]{msg}[/]")) if show else None
+    options = IngestOptions(
+        backbone=model,
+        weights=weights,
+        image_size=image_size,
+        device=device.value,
+        batch_size=batch_size,
+        num_workers=workers,
+        builder=builder.value,
+        threshold=threshold,
+        alpha=alpha,
+        taxonomy=taxonomy,
+        pca=parse_pca(pca),
+        leaf_from=leaf_from.value,
+        payload_key=payload_key,
+        tune=tune,
+        tune_metric=tune_metric,
+        keep_model=keep_model,
+        recreate=recreate,
+        cache_dir=data_dir / "cache",
+        progress=show,
+    )
+    try:
+        result = ingest(source, engine, collection, options, console=err_console, log=log)
+    finally:
+        engine.close()
+    summary = {**result.to_dict(), "engine": engine.kind, "location": engine.location}
+    if as_json:
+        print_json(summary)
+    else:
+        if result.fitted:
+            console.print(result.model.hierarchy.rich_tree())
+        table = Table(title=f"ingest → {collection}", show_header=False)
+        for key in (
+            "ingested",
+            "embedded",
+            "reused_from_cache",
+            "classes",
+            "height",
+            "levels",
+            "model_id",
+            "splits",
+            "seconds",
+            "embed_images_per_s",
+            "upsert_points_per_s",
+            "engine",
+            "location",
+        ):
+            table.add_row(key, str(summary[key]))
+        table.add_row("skipped", str(len(result.skipped)))
+        console.print(table)
+        for skip in result.skipped[:50]:
+            err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
+        if len(result.skipped) > 50:
+            err_console.print(f"… and {len(result.skipped) - 50} more (see --json)")
+    raise typer.Exit(EXIT_PARTIAL if result.skipped else EXIT_OK)

@@ -1,0 +1,216 @@
+"""``hierqdrant query``: the top k of a collection by D for one or more query images."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from hierqdrant.core.errors import InputError
+
+from .common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    api_key_option,
+    console,
+    data_dir_option,
+    err_console,
+    handle_errors,
+    open_engine,
+    print_json,
+    resolve_collection,
+    url_option,
+)
+
+
+class StrategyName(str, Enum):
+    auto = "auto"
+    exact = "exact"
+    rerank = "rerank"
+    formula = "formula"
+
+
+def parse_filters(pairs: list[str]) -> Any:
+    """``key=value`` pairs → a Qdrant ``Filter`` (all must match); ints, floats and true/false are typed."""
+    from qdrant_client import models
+
+    if not pairs:
+        return None
+    conditions: list[Any] = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--filter {pair!r} is not key=value", "e.g. --filter split=test")
+        value: Any = raw
+        if raw.lower() in {"true", "false"}:
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                value = raw
+        conditions.append(models.FieldCondition(key=key.strip(), match=models.MatchValue(value=value)))
+    return models.Filter(must=conditions)
+
+
+def _query_vectors(
+    inputs: list[Path], extractor: dict[str, Any], weights: str | None, device: str
+) -> tuple[list[str], Any, list[tuple[str, str]]]:
+    """(names, raw feature rows, skipped) for images, folders of images or features .npz files."""
+    import numpy as np
+
+    from hierqdrant.core.features import FeatureSet
+
+    names: list[str] = []
+    rows: list[Any] = []
+    skipped: list[tuple[str, str]] = []
+    images: list[Path] = []
+    for item in inputs:
+        if item.suffix.lower() == ".npz" and item.is_file():
+            fs = FeatureSet.load(item)
+            names.extend(fs.paths or [f"{item.name}#{i}" for i in range(len(fs))])
+            rows.extend(fs.features)
+        elif item.is_dir():
+            from hierqdrant.vision import IMAGE_EXTENSIONS
+
+            images.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif item.exists():
+            images.append(item)
+        else:
+            raise InputError(
+                f"{item} does not exist", "pass image files, folders of images or a features .npz"
+            )
+    if images:
+        from hierqdrant.vision import extract_features
+        from hierqdrant.vision.extractor import extractor_from_description
+
+        backbone = extractor_from_description(extractor, weights)
+        got = extract_features(
+            images, backbone, device=device, num_workers=0, progress=len(images) > 256, console=err_console
+        )
+        skipped.extend((s.path, s.reason) for s in got.skipped)
+        names.extend(str(images[i]) for i in got.indices)
+        rows.extend(got.features)
+    if not rows:
+        raise InputError("none of the query images could be read", "see the skipped files above")
+    return names, np.stack(rows), skipped
+
+
+@handle_errors
+def query_command(
+    images: list[Path] = typer.Argument(..., help="Query images, folders of images, or features .npz files."),
+    k: int = typer.Option(10, "-k", "--top", help="How many results per query."),
+    collection: str | None = typer.Option(
+        None,
+        "--collection",
+        "-c",
+        help="Collection (default: the only one in the store, else $HIERQDRANT_COLLECTION).",
+    ),
+    strategy: StrategyName = typer.Option(
+        StrategyName.auto, "--strategy", help="auto, exact, rerank or formula."
+    ),
+    alpha: float | None = typer.Option(
+        None, "--alpha", help="Weight of the hierarchy term (default: the model's)."
+    ),
+    filters: list[str] = typer.Option(
+        [], "--filter", help="key=value on the stored payload (repeatable), e.g. split=train or hq.label=cat."
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Show cosine, the LCA node with its classes, its height and D."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", "-w", help="The local checkpoint the collection was embedded with, if it moved."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    exact_search: bool = typer.Option(
+        False, "--exact-search", help="Exhaustive search on every prefetch (no HNSW)."
+    ),
+    hnsw_ef: int | None = typer.Option(None, "--hnsw-ef", help="HNSW ef for every prefetch."),
+    url: str | None = url_option(),
+    api_key: str | None = api_key_option(),
+    data_dir: Path = data_dir_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Rank a collection by D = cosine distance + α·height(LCA)/H for each query image."""
+    from hierqdrant.store.search import HierarchicalSearcher
+
+    engine = open_engine(url, api_key, data_dir)
+    try:
+        name = resolve_collection(engine, collection)
+        searcher = HierarchicalSearcher(
+            engine, name, alpha=alpha, strategy=strategy.value, exact=exact_search, hnsw_ef=hnsw_ef
+        )
+        names, vectors, skipped = _query_vectors(images, searcher.model.extractor, weights, device)
+        results = searcher.search_batch(vectors, k, filter=parse_filters(filters), explain=True)
+    finally:
+        engine.close()
+    model = searcher.model
+    key = searcher.payload_key
+    if as_json:
+        print_json(
+            {
+                "collection": name,
+                "strategy": strategy.value,
+                "alpha": searcher.alpha,
+                "model_id": model.model_id,
+                "queries": [
+                    {
+                        "query": qname,
+                        "leaf": hits[0].explanation["query_leaf"] if hits and hits[0].explanation else None,
+                        "hits": [
+                            {
+                                "rank": r + 1,
+                                "id": h.id,
+                                "distance": h.distance,
+                                "cosine": h.cosine,
+                                "lca": h.lca,
+                                "lca_height": h.lca_height,
+                                "leaf": h.leaf,
+                                "payload": h.payload,
+                                **({"explanation": h.explanation} if explain else {}),
+                            }
+                            for r, h in enumerate(hits)
+                        ],
+                    }
+                    for qname, hits in zip(names, results, strict=True)
+                ],
+                "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            }
+        )
+    else:
+        for qname, hits in zip(names, results, strict=True):
+            leaf_name = (
+                model.class_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
+            )
+            table = Table(title=f"{qname}  [dim](query leaf: {leaf_name})[/]", title_justify="left")
+            table.add_column("rank", justify="right")
+            table.add_column("D", justify="right")
+            if explain:
+                table.add_column("cosine", justify="right")
+                table.add_column("LCA (height: classes)")
+                table.add_column("α·h/H", justify="right")
+            table.add_column("label")
+            table.add_column("leaf")
+            table.add_column("path", overflow="fold")
+            for r, h in enumerate(hits, 1):
+                hq = h.payload.get(key) or {}
+                leaf = model.class_names[h.leaf] if h.leaf is not None and h.leaf < model.num_classes else "?"
+                row = [str(r), f"{h.distance:.4f}"]
+                if explain and h.explanation:
+                    ex = h.explanation
+                    classes = ex["lca_classes"]
+                    shown = ", ".join(classes[:4]) + (f", … ({len(classes)})" if len(classes) > 4 else "")
+                    row += [
+                        f"{h.cosine:.4f}",
+                        f"{ex['lca_name']} (h={h.lca_height}: {shown})",
+                        f"{ex['hierarchy_term']:.3f}",
+                    ]
+                row += [str(hq.get("label", "")), leaf, str(h.payload.get("path", ""))]
+                table.add_row(*row)
+            console.print(table)
+        for path, reason in skipped:
+            err_console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+    raise typer.Exit(EXIT_PARTIAL if skipped else EXIT_OK)

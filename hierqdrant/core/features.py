@@ -1,0 +1,162 @@
+"""The features file: the interchange format for precomputed features across the CLI.
+
+An ``.npz`` (read with ``allow_pickle=False``) holding
+
+* ``features`` — (N, D) float,
+* ``labels`` — (N,) int class indices (optional: unlabelled data),
+* ``classes`` — (K,) class names (optional),
+* ``paths`` — (N,) image paths or keys (optional),
+* ``splits`` — (N,) ``train``/``test`` (optional).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hierqdrant.core.errors import InputError, NotFoundError
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    paths: list[str] | None = None
+    splits: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.features = check_features(self.features)
+        n = self.features.shape[0]
+        if self.labels is not None:
+            self.labels = check_labels(
+                self.labels, n, len(self.classes) if self.classes is not None else None
+            )
+        for name in ("paths", "splits"):
+            values = getattr(self, name)
+            if values is not None:
+                values = [str(v) for v in values]
+                if len(values) != n:
+                    raise InputError(f"{len(values)} {name} for {n} feature rows", "give one entry per row")
+                setattr(self, name, values)
+        if self.classes is not None:
+            self.classes = [str(c) for c in self.classes]
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        if self.labels is None or self.labels.size == 0:
+            return 0
+        return int(self.labels.max()) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes if self.classes is not None else [str(i) for i in range(self.num_classes)]
+
+    def subset(self, index: np.ndarray) -> FeatureSet:
+        idx = np.asarray(index)
+        return FeatureSet(
+            features=self.features[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            classes=self.classes,
+            paths=None if self.paths is None else [self.paths[i] for i in np.arange(len(self))[idx]],
+            splits=None if self.splits is None else [self.splits[i] for i in np.arange(len(self))[idx]],
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (a temporary file renamed into place)."""
+        arrays: dict[str, np.ndarray] = {"features": self.features}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        if self.classes is not None:
+            arrays["classes"] = np.asarray(self.classes, dtype=str)
+        if self.paths is not None:
+            arrays["paths"] = np.asarray(self.paths, dtype=str)
+        if self.splits is not None:
+            arrays["splits"] = np.asarray(self.splits, dtype=str)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSet:
+        p = Path(path)
+        if not p.is_file():
+            raise NotFoundError(f"features file {p} does not exist", "pass an existing .npz")
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                if "features" not in data.files:
+                    raise InputError(
+                        f"{p} has no 'features' array", "save features as np.savez(path, features=...)"
+                    )
+                return cls(
+                    features=data["features"],
+                    labels=data["labels"] if "labels" in data.files else None,
+                    classes=data["classes"].tolist() if "classes" in data.files else None,
+                    paths=data["paths"].tolist() if "paths" in data.files else None,
+                    splits=data["splits"].tolist() if "splits" in data.files else None,
+                )
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{p} is not a readable .npz features file ({exc})", "re-create it") from None
+
+
+def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
+    """A finite (N, D) float array, or an InputError naming the first bad row."""
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise InputError(f"{name} must be a 2-D array (N, D), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InputError(f"{name} must be real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise InputError(
+            f"{name} contain NaN or inf in {rows.size} rows (first: {rows[:5].tolist()})",
+            "drop or repair those rows",
+        )
+    return x
+
+
+def check_labels(labels: np.ndarray, n: int, num_classes: int | None = None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise InputError(f"labels must be 1-D, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise InputError(f"{y.shape[0]} labels for {n} feature rows", "give one label per row")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise InputError(f"labels must be integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size:
+        top = num_classes if num_classes is not None else None
+        bad = np.flatnonzero((y < 0) | ((y >= top) if top is not None else False))
+        if bad.size:
+            raise InputError(
+                f"labels out of range at rows {bad[:5].tolist()} (values {np.unique(y[bad])[:5].tolist()};"
+                f" classes are 0…{(top or 1) - 1})",
+                "labels must index the class list",
+            )
+    return y
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()

@@ -1,0 +1,612 @@
+"""The server engine: a Qdrant server, cluster or cloud (or qdrant-client's local mode) via ``qdrant-client``.
+
+Where the model lives:
+
+- the small info dict in the collection's metadata under ``"hierqdrant"`` (server >= 1.16 and local mode);
+- the model files in a sidecar collection ``<name>--hq-model`` (one 1-d vector per point): a manifest point
+  (file names, sizes, sha256, the info dict, a generation token) and chunk points holding base64 of at most
+  :attr:`QdrantEngine.model_chunk_bytes` raw bytes each (4 MiB of base64 at the default).
+
+A model write stores the new generation's chunks, then the manifest (one point: the switch-over), then
+deletes other generations; metadata is cleared first and set last, so a reader sees either a complete model
+or a manifest whose hashes expose what is missing. Sidecars are hidden from :meth:`QdrantEngine.collections`
+and deleted with their collection. Nothing here assumes a single node.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from hierqdrant.core.errors import EngineError, HierqdrantError, InputError, NotFoundError
+from hierqdrant.store.engines.base import (
+    METADATA_KEY,
+    SIDECAR_SUFFIX,
+    Hit,
+    Record,
+    check_batch_size,
+    check_collection_name,
+    check_dim,
+    check_hnsw,
+    check_ids,
+    check_info,
+    check_model_files,
+    check_points,
+    json_key,
+    plain_json,
+    sha256_hex,
+    split_key,
+)
+
+__all__ = ["QdrantEngine", "safe_url"]
+
+_NS = uuid.UUID("6f1c2e1a-3d38-4d6b-9a55-1f0f7b2a9c41")  # namespace of the sidecar's point ids
+_MANIFEST_ID = str(uuid.uuid5(_NS, "manifest"))
+_SIDECAR_FORMAT = "hierqdrant-model-sidecar/1"
+_REQUEST_BYTES = 12 * 1024 * 1024  # keep each sidecar upsert well below Qdrant's 32 MiB request limit
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment (where API keys sometimes hide)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _describe(client: QdrantClient) -> tuple[str, bool]:
+    """(location, is_local) of a client, without secrets."""
+    inner = getattr(client, "_client", None)
+    try:
+        from qdrant_client.local.qdrant_local import QdrantLocal
+
+        if isinstance(inner, QdrantLocal):
+            return str(inner.location), True
+    except ImportError:  # pragma: no cover - qdrant-client always ships local mode
+        pass
+    uri = getattr(inner, "rest_uri", None)
+    return (safe_url(uri) if uri else "qdrant"), False
+
+
+def _server_message(e: UnexpectedResponse) -> str:
+    try:
+        body = e.structured()
+        msg = body.get("status", {}).get("error") if isinstance(body, dict) else None
+    except Exception:
+        msg = None
+    if not msg:
+        msg = e.reason_phrase or f"HTTP {e.status_code}"
+    return str(msg).splitlines()[0]
+
+
+class QdrantEngine:
+    """Engine over a ``QdrantClient`` (server, cloud, cluster, or local mode ``":memory:"`` / ``path=...``).
+
+    ``client`` is kept as :attr:`client`. In local mode payload indexes are accepted but have no effect
+    (qdrant-client evaluates filters in Python) and :meth:`optimize` is a no-op.
+    """
+
+    kind = "qdrant"
+    model_chunk_bytes = 3 * 1024 * 1024
+    """Raw bytes per sidecar chunk point (base64 makes it 4 MiB)."""
+    optimize_timeout = 3600.0
+    """Seconds :meth:`optimize` waits for the collection to turn green."""
+
+    def __init__(self, client: QdrantClient, *, location: str | None = None) -> None:
+        if not isinstance(client, QdrantClient):
+            raise InputError(f"expected a QdrantClient, got {type(client).__name__}", "pass a QdrantClient")
+        self.client = client
+        loc, self.local = _describe(client)
+        self.location = safe_url(location) if location and "://" in location else (location or loc)
+        self._version: tuple[int, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"QdrantEngine({self.location!r})"
+
+    def __enter__(self) -> QdrantEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- errors ------------------------------------------------------------------------------------------
+
+    def _unreachable(self) -> EngineError:
+        return EngineError(
+            f"cannot reach Qdrant at {self.location}", "start the server or check --url / QDRANT_URL"
+        )
+
+    @contextmanager
+    def _errors(self, what: str, name: str | None = None) -> Iterator[None]:
+        """Turn qdrant-client exceptions into one-line hierqdrant errors (never echoing credentials)."""
+        try:
+            yield
+        except HierqdrantError:
+            raise
+        except UnexpectedResponse as e:
+            msg = _server_message(e)
+            if e.status_code == 404 and "point" in msg.lower():
+                raise NotFoundError(f"{msg} (collection {name!r})", "upsert the point first") from None
+            if e.status_code == 404 and name is not None:
+                raise self._not_found(name) from None
+            if e.status_code in (401, 403):
+                raise EngineError(
+                    f"Qdrant at {self.location} refused the request (HTTP {e.status_code})",
+                    "check the API key (--api-key / QDRANT_API_KEY)",
+                ) from None
+            if e.status_code in (400, 422):
+                raise InputError(f"Qdrant rejected the request to {what}: {msg}", "fix the request") from None
+            raise EngineError(
+                f"Qdrant at {self.location} failed to {what}: {msg}", "check the server's logs and retry"
+            ) from None
+        except ResponseHandlingException:
+            raise self._unreachable() from None
+        except ValueError as e:  # local mode reports problems as ValueError
+            msg = str(e).splitlines()[0] if str(e) else "invalid request"
+            if name is not None and "not found" in msg.lower():
+                raise self._not_found(name) from None
+            raise InputError(f"cannot {what}: {msg}", "fix the request") from None
+        except Exception as e:
+            if type(e).__module__.startswith("grpc"):  # prefer_grpc clients
+                code = getattr(e, "code", lambda: None)()
+                cname = getattr(code, "name", "")
+                if cname == "NOT_FOUND" and name is not None:
+                    raise self._not_found(name) from None
+                if cname in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                    raise self._unreachable() from None
+                if cname in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                    raise EngineError(
+                        f"Qdrant at {self.location} refused the request ({cname})",
+                        "check the API key (--api-key / QDRANT_API_KEY)",
+                    ) from None
+                if cname == "INVALID_ARGUMENT":
+                    details = getattr(e, "details", lambda: "")() or cname
+                    raise InputError(
+                        f"Qdrant rejected the request to {what}: {details}", "fix the request"
+                    ) from None
+            raise
+
+    def _not_found(self, name: str) -> NotFoundError:
+        return NotFoundError(
+            f"collection {name!r} not found at {self.location}",
+            "check the name (hierqdrant collections) or --url",
+        )
+
+    def ping(self) -> None:
+        """Check that the server answers (and accepts the API key); raise ``EngineError`` otherwise."""
+        with self._errors("list collections"):
+            self.client.get_collections()
+
+    @property
+    def server_version(self) -> tuple[int, ...] | None:
+        """The server's version (local mode: the client's), or ``None`` when it does not say."""
+        if self._version is None:
+            try:
+                with self._errors("read the server version"):
+                    v = self.client.info().version
+                self._version = tuple(int(x) for x in v.split("-")[0].split(".")[:3])
+            except (HierqdrantError, ValueError, AttributeError):
+                return None
+        return self._version
+
+    # -- collections -------------------------------------------------------------------------------------
+
+    def collections(self) -> list[str]:
+        """User collections, sorted; sidecars hidden."""
+        with self._errors("list collections"):
+            cols = self.client.get_collections().collections
+        return sorted(c.name for c in cols if not c.name.endswith(SIDECAR_SUFFIX))
+
+    def exists(self, name: str) -> bool:
+        """Whether the collection exists."""
+        with self._errors("check the collection", name):
+            return bool(self.client.collection_exists(name))
+
+    def create(
+        self,
+        name: str,
+        dim: int,
+        *,
+        integer_index: Sequence[str] = (),
+        keyword_index: Sequence[str] = (),
+        hnsw_m: int | None = None,
+        hnsw_ef_construct: int | None = None,
+    ) -> None:
+        """Create a cosine collection with INTEGER / KEYWORD payload indexes; drops a stale model sidecar."""
+        check_collection_name(name)
+        dim = check_dim(dim)
+        check_hnsw(hnsw_m, hnsw_ef_construct)
+        if self.exists(name):
+            raise InputError(
+                f"collection {name!r} already exists at {self.location}",
+                "delete it first or choose another name",
+            )
+        hnsw = None
+        if hnsw_m is not None or hnsw_ef_construct is not None:
+            hnsw = models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
+        with self._errors("create the collection", name):
+            if self.client.collection_exists(name + SIDECAR_SUFFIX):  # left by a collection deleted elsewhere
+                self.client.delete_collection(name + SIDECAR_SUFFIX)
+            self.client.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                hnsw_config=hnsw,
+            )
+            with warnings.catch_warnings():
+                # local mode warns that payload indexes have no effect there; that is expected
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                for field in integer_index:
+                    self.client.create_payload_index(name, field, models.PayloadSchemaType.INTEGER, wait=True)
+                for field in keyword_index:
+                    self.client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD, wait=True)
+
+    def delete(self, name: str) -> None:
+        """Delete the collection and its model sidecar (missing ones are ignored)."""
+        with self._errors("delete the collection"):
+            for n in (name, name + SIDECAR_SUFFIX):
+                if self.client.collection_exists(n):
+                    self.client.delete_collection(n)
+
+    def _collection(self, name: str) -> models.CollectionInfo:
+        with self._errors("read the collection", name):
+            return self.client.get_collection(name)
+
+    def vector_size(self, name: str) -> int:
+        """Size of the collection's unnamed vector."""
+        vectors = self._collection(name).config.params.vectors
+        if isinstance(vectors, models.VectorParams):
+            return int(vectors.size)
+        if isinstance(vectors, dict) and set(vectors) == {""}:
+            return int(vectors[""].size)
+        raise InputError(
+            f"collection {name!r} uses named vectors",
+            "use a collection with one unnamed vector (hierqdrant ingest)",
+        )
+
+    def count(self, name: str, filter: models.Filter | None = None) -> int:
+        """Exact count of the points matching ``filter``."""
+        with self._errors("count", name):
+            return int(self.client.count(name, count_filter=filter, exact=True).count)
+
+    # -- points ------------------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        batch_size: int = 1024,
+    ) -> None:
+        """Upsert ``models.Batch`` requests of ``batch_size`` points, each acknowledged (``wait=True``)."""
+        check_batch_size(batch_size)
+        arr = check_points(ids, vectors, payloads, self.vector_size(name))
+        for a in range(0, len(ids), batch_size):
+            batch = models.Batch(
+                ids=list[Any](check_ids(ids[a : a + batch_size])),
+                vectors=arr[a : a + batch_size].tolist(),
+                payloads=[plain_json(p) for p in payloads[a : a + batch_size]],
+            )
+            with self._errors("upsert", name):
+                self.client.upsert(name, points=batch, wait=True)
+
+    def set_payload(
+        self,
+        name: str,
+        ids: Sequence[str],
+        values: Sequence[Any],
+        *,
+        key: str,
+        batch_size: int = 1024,
+    ) -> None:
+        """``payload[key] = values[i]``: one ``batch_update_points`` call per batch, ids grouped by value."""
+        check_batch_size(batch_size)
+        if len(ids) != len(values):
+            raise InputError(f"got {len(ids)} ids and {len(values)} values", "pass one value per id")
+        parent, leaf = split_key(key)
+        for a in range(0, len(ids), batch_size):
+            groups: dict[str, tuple[Any, list[Any]]] = {}
+            for i, v in zip(check_ids(ids[a : a + batch_size]), values[a : a + batch_size], strict=True):
+                groups.setdefault(json_key(v), (plain_json(v), []))[1].append(i)
+            ops = [
+                models.SetPayloadOperation(
+                    set_payload=models.SetPayload(payload={leaf: v}, points=g, key=parent)
+                )
+                for v, g in groups.values()
+            ]
+            with self._errors("set payload", name):
+                try:
+                    self.client.batch_update_points(name, ops, wait=True)
+                except KeyError as e:  # local mode's way of saying a point is missing
+                    raise NotFoundError(
+                        f"no point with id {e.args[0] if e.args else '?'} in collection {name!r}",
+                        "upsert the point first",
+                    ) from None
+
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored (batched retrieve without payload or vectors)."""
+        found: set[str] = set()
+        for a in range(0, len(ids), 1024):
+            chunk = list(ids[a : a + 1024])
+            pids = check_ids(chunk)
+            by_canon = {_canon(p): orig for p, orig in zip(pids, chunk, strict=True)}
+            with self._errors("retrieve", name):
+                recs = self.client.retrieve(name, pids, with_payload=False, with_vectors=False)
+            found.update(by_canon[_canon(r.id)] for r in recs if _canon(r.id) in by_canon)
+        return found
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        with_vectors: bool = False,
+        filter: models.Filter | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[list[Record]]:
+        """All points (matching ``filter``) in batches, with payloads (and stored, normalised vectors)."""
+        check_batch_size(batch_size)
+        if not self.exists(name):
+            raise self._not_found(name)
+        return self._scroll(name, bool(with_vectors), filter, batch_size)
+
+    def _scroll(
+        self, name: str, with_vectors: bool, filter: models.Filter | None, batch_size: int
+    ) -> Iterator[list[Record]]:
+        offset: Any = None
+        while True:
+            with self._errors("scroll", name):
+                recs, offset = self.client.scroll(
+                    name,
+                    scroll_filter=filter,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            if recs:
+                yield [
+                    Record(
+                        str(r.id),
+                        np.asarray(_unnamed(r.vector), dtype=np.float32)
+                        if with_vectors and r.vector
+                        else None,
+                        r.payload or {},
+                    )
+                    for r in recs
+                ]
+            if offset is None:
+                return
+
+    def query_batch(self, name: str, requests: Sequence[models.QueryRequest]) -> list[list[Hit]]:
+        """One ``query_batch_points`` call for the whole batch."""
+        if not requests:
+            return []
+        with self._errors("query", name), warnings.catch_warnings():
+            # local mode is always exact: its warning that search params have no effect is noise here
+            warnings.filterwarnings("ignore", message="Local mode performs exact")
+            responses = self.client.query_batch_points(name, requests=list(requests))
+        return [[Hit(str(p.id), float(p.score), p.payload or {}) for p in r.points] for r in responses]
+
+    def optimize(self, name: str) -> None:
+        """Wait until the server's optimizers are done (status green); nudge a grey collection once.
+
+        A no-op in local mode, which has no index to build.
+        """
+        if self.local:
+            return
+        deadline = time.monotonic() + self.optimize_timeout
+        nudged = False
+        while True:
+            status = self._collection(name).status
+            if status == models.CollectionStatus.GREEN:
+                return
+            if status == models.CollectionStatus.RED:
+                raise EngineError(
+                    f"collection {name!r} at {self.location} is red (an optimizer failed)",
+                    "check the server's logs",
+                )
+            if status == models.CollectionStatus.GREY and not nudged:
+                with self._errors("start the optimizers", name):
+                    self.client.update_collection(name, optimizers_config=models.OptimizersConfigDiff())
+                nudged = True
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"collection {name!r} at {self.location} still optimizing after "
+                    f"{self.optimize_timeout:.0f} s",
+                    "wait and retry, or search it as it is",
+                )
+            time.sleep(0.5)
+
+    # -- model -------------------------------------------------------------------------------------------
+
+    def _set_metadata(self, name: str, value: dict[str, Any] | None) -> bool:
+        """Set ``metadata["hierqdrant"]``; False where the server does not support collection metadata."""
+        version = self.server_version
+        if version is not None and version < (1, 16):
+            return False
+        try:
+            with self._errors("update the collection metadata", name):
+                self.client.update_collection(name, metadata={METADATA_KEY: value})
+        except (InputError, EngineError):
+            return False  # an older server (or proxy) without metadata: the sidecar manifest has the info
+        return True
+
+    def write_model(self, name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
+        """Store the model in the sidecar collection and the info dict in the collection metadata."""
+        files = check_model_files(files)
+        info = check_info(info)
+        if not self.exists(name):
+            raise self._not_found(name)
+        side = name + SIDECAR_SUFFIX
+        gen = uuid.uuid4().hex
+        chunk = int(self.model_chunk_bytes)
+        self._set_metadata(name, None)
+        with self._errors("store the model", side):
+            if not self.client.collection_exists(side):
+                self.client.create_collection(
+                    side, vectors_config=models.VectorParams(size=1, distance=models.Distance.COSINE)
+                )
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                    # strict-mode servers (e.g. some cloud tiers) refuse deletes by an unindexed filter
+                    self.client.create_payload_index(side, "gen", models.PayloadSchemaType.KEYWORD, wait=True)
+            manifest_files: dict[str, dict[str, Any]] = {}
+            pending: list[models.PointStruct] = []
+            pending_bytes = 0
+            for fname, data in files.items():
+                n = max(1, -(-len(data) // chunk))
+                manifest_files[fname] = {"sha256": sha256_hex(data), "size": len(data), "chunks": n}
+                for k in range(n):
+                    b64 = base64.b64encode(data[k * chunk : (k + 1) * chunk]).decode("ascii")
+                    pending.append(
+                        models.PointStruct(
+                            id=_chunk_id(gen, fname, k),
+                            vector=[1.0],
+                            payload={"hq_model": "chunk", "gen": gen, "file": fname, "index": k, "data": b64},
+                        )
+                    )
+                    pending_bytes += len(b64)
+                    if pending_bytes >= _REQUEST_BYTES:
+                        self.client.upsert(side, points=pending, wait=True)
+                        pending, pending_bytes = [], 0
+            if pending:
+                self.client.upsert(side, points=pending, wait=True)
+            manifest = {
+                "hq_model": "manifest",
+                "format": _SIDECAR_FORMAT,
+                "collection": name,
+                "gen": gen,
+                "chunk_bytes": chunk,
+                "files": manifest_files,
+                "info": info,
+                "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            self.client.upsert(
+                side, points=[models.PointStruct(id=_MANIFEST_ID, vector=[1.0], payload=manifest)], wait=True
+            )
+            self.client.delete(
+                side,
+                points_selector=models.FilterSelector(
+                    filter=models.Filter(
+                        must_not=[models.FieldCondition(key="gen", match=models.MatchValue(value=gen))]
+                    )
+                ),
+                wait=True,
+            )
+        self._set_metadata(name, info)
+
+    def _manifest(self, name: str) -> dict[str, Any] | None:
+        side = name + SIDECAR_SUFFIX
+        with self._errors("read the model", side):
+            if not self.client.collection_exists(side):
+                return None
+            recs = self.client.retrieve(side, [_MANIFEST_ID], with_payload=True, with_vectors=False)
+        if not recs:
+            return None
+        payload = recs[0].payload or {}
+        if payload.get("format") != _SIDECAR_FORMAT or not isinstance(payload.get("files"), dict):
+            raise _corrupt(name, "manifest", "unknown format")
+        return payload
+
+    def read_model(self, name: str) -> tuple[dict[str, bytes], dict[str, Any]] | None:
+        """Read the model from the sidecar and verify every file's size and sha256."""
+        if not self.exists(name):
+            raise self._not_found(name)
+        manifest = self._manifest(name)
+        if manifest is None:
+            return None
+        side = name + SIDECAR_SUFFIX
+        gen = str(manifest["gen"])
+        files: dict[str, bytes] = {}
+        try:
+            # as many chunks per retrieve as fit in one request of the size used for writing
+            step = max(1, _REQUEST_BYTES // max(1, int(manifest.get("chunk_bytes", self.model_chunk_bytes))))
+            entries = [
+                (str(f), int(r["chunks"]), int(r["size"]), str(r["sha256"]))
+                for f, r in manifest["files"].items()
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _corrupt(name, "manifest", "unreadable file list") from None
+        for fname, n, size, sha in entries:
+            ids = [_chunk_id(gen, fname, k) for k in range(n)]
+            parts: dict[int, bytes] = {}
+            for a in range(0, n, step):
+                with self._errors("read the model", side):
+                    recs = self.client.retrieve(
+                        side, ids[a : a + step], with_payload=True, with_vectors=False
+                    )
+                for r in recs:
+                    p = r.payload or {}
+                    try:
+                        parts[int(p["index"])] = base64.b64decode(p["data"], validate=True)
+                    except (KeyError, ValueError, TypeError):
+                        raise _corrupt(name, fname, "unreadable chunk") from None
+            if len(parts) != n:
+                raise _corrupt(name, fname, f"{n - len(parts)} of {n} chunks missing")
+            data = b"".join(parts[k] for k in range(n))
+            if len(data) != size or sha256_hex(data) != sha:
+                raise _corrupt(name, fname, "sha256 mismatch")
+            files[fname] = data
+        return files, dict(manifest.get("info") or {})
+
+    def read_info(self, name: str) -> dict[str, Any] | None:
+        """The info dict from the collection metadata (one call), else from the sidecar manifest."""
+        meta = getattr(self._collection(name).config, "metadata", None)
+        if isinstance(meta, dict) and isinstance(meta.get(METADATA_KEY), dict):
+            return dict(meta[METADATA_KEY])
+        manifest = self._manifest(name)
+        return dict(manifest["info"]) if manifest and isinstance(manifest.get("info"), dict) else None
+
+    def close(self) -> None:
+        """Close the client."""
+        try:
+            self.client.close()
+        except Exception:  # closing twice or after a lost connection is harmless
+            pass
+
+
+def _chunk_id(gen: str, fname: str, k: int) -> str:
+    return str(uuid.uuid5(_NS, f"{gen}/{fname}/{k}"))
+
+
+def _canon(pid: Any) -> str:
+    if isinstance(pid, int):
+        return str(pid)
+    try:
+        return str(uuid.UUID(str(pid)))
+    except ValueError:
+        return str(pid)
+
+
+def _unnamed(v: Any) -> Any:
+    if isinstance(v, dict):
+        return v.get("")
+    return v
+
+
+def _corrupt(name: str, fname: str, why: str) -> InputError:
+    return InputError(
+        f"stored model of collection {name!r} is corrupt: {fname!r} ({why})",
+        "write the model again (hierqdrant fit / ingest)",
+    )

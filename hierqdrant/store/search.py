@@ -1,0 +1,548 @@
+"""``HierarchicalSearcher``: top-k by ``D = (1 − cos) + α·h(LCA)/H`` through Qdrant (DESIGN.md §3).
+
+Let the query's leaf have ancestors ``a_0`` (leaf) … ``a_L`` (root) with heights ``η_0 = 0 < … < η_L = H``.
+A point's LCA with the query is the lowest ``a_i`` in its payload path ``hq.ancestors``.
+
+Strategies (all rank by the same D; they differ in cost and exactness):
+
+* ``rerank`` — the cosine top-(m·k), reordered client-side by D. Approximate.
+* ``formula`` — the same inside Qdrant: a prefetch of the cosine top-(m·k) re-scored by the
+  FormulaQuery ``$score − α + Σ_{i<L} (α/H)(η_{i+1} − η_i)·[hq.ancestors ∋ a_i]``, which equals 1 − D
+  (the sum telescopes to ``α(H − η_j)/H`` for a point whose LCA is ``a_j``).
+* ``exact`` — one ring prefetch per ancestor (``hq.ancestors ∋ a_i``, limit k) plus an unfiltered one,
+  nested under one outer cosine prefetch (``$score`` refers to the first prefetch only), re-scored by
+  the formula. Exact: a true top-k point x with LCA ``a_j`` is among ring ``a_j``'s cosine top-k,
+  because every ring member with a higher cosine has LCA height ≤ η_j and so a smaller D.
+* ``auto`` — the low rings ``a_0 … a_{j−1}`` (limit k; by default just the leaf ring, widened when
+  the certificate keeps failing) and the unfiltered cosine top-(m·k), in one batched request.
+  Any point not fetched either sits in a fetched ring behind k fetched members with smaller D, or
+  has LCA height ≥ η_j and cosine distance ≥ c_max (the largest among the cosine candidates), so
+  ``D ≥ c_max + α·η_j/H``. When the k-th best D found is ≤ that bound the answer is certified
+  exact; otherwise the query is re-run with ``exact``. Two refinements keep it near one plain query:
+  the cosine candidates come without payloads (a candidate the rings did not return has LCA height
+  ≥ η_j unless dominated, so its own distance + α·η_j/H bounds it; payloads are read only when that
+  is not enough), and while the rings alone keep proving answers (``D ≥ 0 + α·η_j/H`` for every
+  point outside them, common at large α) the cosine query is skipped altogether.
+
+Under HNSW the guarantees hold relative to the index (which can miss points): pass ``exact=True`` for
+exhaustive search, or ``hnsw_ef`` — both are applied to every prefetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from hierqdrant.core.errors import InputError
+from hierqdrant.core.model import HierarchyModel, check_alpha
+from hierqdrant.store.collection import (
+    DEFAULT_PAYLOAD_KEY,
+    check_model_matches,
+    read_collection_model,
+    require_collection,
+)
+from hierqdrant.store.engines import Engine, Hit, as_engine
+from hierqdrant.store.engines.base import to_point_id
+
+Strategy = Literal["auto", "exact", "rerank", "formula"]
+STRATEGIES: tuple[str, ...] = ("auto", "exact", "rerank", "formula")
+
+# The certificate compares float32 engine scores; this margin keeps rounding from certifying a tie.
+_CERT_EPS = 1e-6
+# auto skips the unfiltered cosine query while the rings alone proved at least this share of recent queries.
+_RINGS_ALONE_MIN = 0.9
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: ``distance`` is D, ``cosine`` the cosine similarity, ``lca`` the node id of the
+    lowest common ancestor of the query's and the point's leaves, ``lca_height`` its height."""
+
+    id: str
+    distance: float
+    cosine: float
+    lca: int
+    lca_height: int
+    leaf: int | None
+    payload: dict[str, Any]
+    explanation: dict[str, Any] | None = None
+
+
+@dataclass
+class SearchStats:
+    """Counters since the searcher was made: how often ``auto`` certified its answer."""
+
+    queries: int = 0
+    certified: int = 0  # auto answers proven exact (without running ``exact``)
+    rings_alone: int = 0  # … of which the rings alone proved, with no unfiltered cosine query
+    reads: int = 0  # auto answers that needed the cosine candidates' payloads read
+    fallbacks: int = 0  # auto answers that needed ``exact``
+    by_strategy: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def certificate_rate(self) -> float:
+        checked = self.certified + self.fallbacks
+        return self.certified / checked if checked else float("nan")
+
+
+@dataclass
+class _Query:
+    vector: list[float]
+    leaf: int
+    path: list[int]  # a_0 … a_L
+    heights: list[int]  # η_0 … η_L
+    rank: dict[int, int]  # node → i
+
+
+class HierarchicalSearcher:
+    """Search a hierarchical collection by D inside an existing Qdrant application.
+
+    Args:
+        client: a hierqdrant engine (``hierqdrant.connect()``) or a plain ``QdrantClient``.
+        collection: the collection name.
+        model: the fitted model; by default the one stored with the collection. A model that does
+            not match the collection (other id or vector size) is refused.
+        alpha: weight of the hierarchy term (default: the model's α).
+        strategy: ``auto`` (default), ``exact``, ``rerank`` or ``formula``.
+        payload_key: namespace of the plugin's payload (default: the collection's, else ``hq``).
+        oversample: m, the cosine candidates fetched are m·k (rerank, formula, auto).
+        auto_rings: j, the rings ``a_0 … a_{j−1}`` fetched by auto (default adaptive: the leaf ring,
+            one ring more whenever over a tenth of a batch's answers needed the ``exact`` fallback).
+        auto_cosine: whether auto fetches the unfiltered cosine top-(m·k) with the rings (default
+            adaptive: skipped while the rings alone proved ≥ 90 % of recent answers, which is common
+            at large α; a query they do not prove is rerun with it).
+    """
+
+    def __init__(
+        self,
+        client: Engine | QdrantClient,
+        collection: str,
+        model: HierarchyModel | None = None,
+        alpha: float | None = None,
+        strategy: Strategy = "auto",
+        payload_key: str | None = None,
+        *,
+        oversample: float = 2.0,
+        auto_rings: int | None = None,
+        auto_cosine: bool | None = None,
+        exact: bool = False,
+        hnsw_ef: int | None = None,
+    ) -> None:
+        self.engine = as_engine(client)
+        self.collection = collection
+        require_collection(self.engine, collection)
+        if model is None:
+            model, info = read_collection_model(self.engine, collection)
+        else:
+            info = check_model_matches(self.engine, collection, model)
+        self.model = model
+        self.payload_key = payload_key or info.get("payload_key") or DEFAULT_PAYLOAD_KEY
+        self.alpha = model.alpha if alpha is None else check_alpha(alpha)
+        self.strategy = _check_strategy(strategy)
+        self.oversample = _check_oversample(oversample)
+        self.auto_rings = auto_rings
+        self.auto_cosine = auto_cosine
+        self._rings = 1  # the adaptive ring count used when auto_rings is None
+        self._rings_alone = 1.0  # recent share proven by the rings alone (auto_cosine None); optimistic
+        self.exact = exact
+        self.hnsw_ef = hnsw_ef
+        self.stats = SearchStats()
+        self._heights = model.hierarchy.height
+
+    @classmethod
+    def from_collection(cls, client: Engine | QdrantClient, collection: str, **kwargs: Any) -> HierarchicalSearcher:
+        """A searcher that knows only the store and the collection name: the model comes from the store."""
+        return cls(client, collection, **kwargs)
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: np.ndarray | Sequence[float],
+        k: int = 10,
+        filter: models.Filter | None = None,
+        strategy: Strategy | None = None,
+        explain: bool = False,
+        **options: Any,
+    ) -> list[SearchHit]:
+        """Top-k by D for one query: a raw feature vector (PCA and leaf applied here) or an already
+        projected vector. ``options``: ``alpha``, ``exact``, ``hnsw_ef``, ``oversample``, ``projected``,
+        ``leaf`` (override the query's leaf)."""
+        leaf = options.pop("leaf", None)
+        batch = np.atleast_2d(np.asarray(query, dtype=np.float64))
+        if batch.shape[0] != 1:
+            raise InputError(f"search takes one query vector, got {batch.shape[0]}", "use search_batch for several")
+        leaves = None if leaf is None else [int(leaf)]
+        return self.search_batch(batch, k, filter, strategy, explain, leaves=leaves, **options)[0]
+
+    def search_batch(
+        self,
+        queries: np.ndarray | Sequence[Sequence[float]],
+        k: int = 10,
+        filter: models.Filter | None = None,
+        strategy: Strategy | None = None,
+        explain: bool = False,
+        *,
+        alpha: float | None = None,
+        exact: bool | None = None,
+        hnsw_ef: int | None = None,
+        oversample: float | None = None,
+        projected: bool | None = None,
+        leaves: Sequence[int] | None = None,
+    ) -> list[list[SearchHit]]:
+        """Top-k by D for every row of ``queries``, with Qdrant's batch query calls."""
+        if int(k) < 1:
+            raise InputError(f"k={k} must be at least 1")
+        k = int(k)
+        strat = _check_strategy(strategy or self.strategy)
+        a = self.alpha if alpha is None else check_alpha(alpha)
+        m = self.oversample if oversample is None else _check_oversample(oversample)
+        params = _search_params(self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef)
+        prepared = self._prepare(queries, projected, leaves)
+        self.stats.queries += len(prepared)
+        self.stats.by_strategy[strat] = self.stats.by_strategy.get(strat, 0) + len(prepared)
+        if not prepared:
+            return []
+        candidates = max(k, int(np.ceil(m * k)))
+        if strat == "rerank":
+            requests = [self._plain(q, filter, candidates, params) for q in prepared]
+            results = self.engine.query_batch(self.collection, requests)
+            hits = [self._rank_by_cosine(q, r, k, a) for q, r in zip(prepared, results, strict=True)]
+        elif strat == "formula":
+            requests = [self._formula_request(q, filter, candidates, k, params, a) for q in prepared]
+            results = self.engine.query_batch(self.collection, requests)
+            hits = [self._from_formula(q, r, a) for q, r in zip(prepared, results, strict=True)]
+        elif strat == "exact":
+            hits = self._exact(prepared, filter, k, params, a)
+        else:
+            hits = self._auto(prepared, filter, k, candidates, params, a)
+        if explain:
+            hits = [[self._explain(q, h, a, strat) for h in row] for q, row in zip(prepared, hits, strict=True)]
+        return hits
+
+    # -- preparing queries -------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        queries: np.ndarray | Sequence[Sequence[float]],
+        projected: bool | None,
+        leaves: Sequence[int] | None,
+    ) -> list[_Query]:
+        x = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+        if x.size == 0:
+            return []
+        if not np.isfinite(x).all():
+            raise InputError("query vectors contain NaN or inf")
+        model = self.model
+        if projected is None:
+            projected = x.shape[1] == model.dims and x.shape[1] != model.input_dims
+        if projected:
+            if x.shape[1] != model.dims:
+                raise InputError(f"projected queries must have {model.dims} dims, got {x.shape[1]}")
+            z = x
+        else:
+            if x.shape[1] != model.input_dims:
+                raise InputError(
+                    f"query vectors have {x.shape[1]} dims; the collection's model takes raw features of "
+                    f"{model.input_dims} dims (or projected vectors of {model.dims})",
+                    "embed the query with the same extractor as the collection",
+                )
+            z = model.transform(x)
+        if leaves is None:
+            leaf = model.assign(z, projected=True)
+        else:
+            leaf = np.asarray(leaves, dtype=np.int64)
+            if leaf.shape != (z.shape[0],) or (leaf < 0).any() or (leaf >= model.num_classes).any():
+                raise InputError(f"leaves must be {z.shape[0]} class indices in 0…{model.num_classes - 1}")
+        out = []
+        for row, lf in zip(z, leaf, strict=True):
+            path = model.ancestors(int(lf))
+            out.append(
+                _Query(
+                    vector=row.astype(np.float32).tolist(),
+                    leaf=int(lf),
+                    path=path,
+                    heights=[int(self._heights[v]) for v in path],
+                    rank={v: i for i, v in enumerate(path)},
+                )
+            )
+        return out
+
+    # -- request builders --------------------------------------------------------------------------
+
+    def _ring_filter(self, node: int, user: models.Filter | None) -> models.Filter:
+        cond = models.FieldCondition(key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(node)))
+        return models.Filter(must=[user, cond] if user is not None else [cond])
+
+    def _plain(
+        self,
+        q: _Query,
+        user: models.Filter | None,
+        limit: int,
+        params: models.SearchParams | None,
+        with_payload: bool = True,
+    ) -> models.QueryRequest:
+        return models.QueryRequest(query=q.vector, filter=user, limit=limit, params=params, with_payload=with_payload)
+
+    def _ring(
+        self, q: _Query, i: int, user: models.Filter | None, k: int, params: models.SearchParams | None
+    ) -> models.QueryRequest:
+        return models.QueryRequest(
+            query=q.vector,
+            filter=self._ring_filter(q.path[i], user),
+            limit=k,
+            params=params,
+            with_payload=True,
+        )
+
+    def _formula(self, q: _Query, alpha: float) -> models.FormulaQuery:
+        """``$score − α + Σ_{i<L} (α/H)(η_{i+1} − η_i)·[ancestors ∋ a_i]`` = 1 − D."""
+        h = max(self.model.tree_height, 1)
+        terms: list[Any] = ["$score"]
+        if alpha > 0:
+            terms.append(-alpha)
+            for i in range(len(q.path) - 1):
+                weight = alpha / h * (q.heights[i + 1] - q.heights[i])
+                cond = models.FieldCondition(
+                    key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(q.path[i]))
+                )
+                terms.append(models.MultExpression(mult=[weight, cond]))
+        return models.FormulaQuery(formula=models.SumExpression(sum=terms))
+
+    def _formula_request(
+        self,
+        q: _Query,
+        user: models.Filter | None,
+        candidates: int,
+        k: int,
+        params: models.SearchParams | None,
+        alpha: float,
+    ) -> models.QueryRequest:
+        pre = models.Prefetch(query=q.vector, filter=user, limit=candidates, params=params)
+        return models.QueryRequest(prefetch=[pre], query=self._formula(q, alpha), limit=k, with_payload=True)
+
+    def _exact_request(
+        self, q: _Query, user: models.Filter | None, k: int, params: models.SearchParams | None, alpha: float
+    ) -> models.QueryRequest:
+        rings = [
+            models.Prefetch(query=q.vector, filter=self._ring_filter(q.path[i], user), limit=k, params=params)
+            for i in range(len(q.path) - 1)
+        ]
+        rings.append(models.Prefetch(query=q.vector, filter=user, limit=k, params=params))
+        # One outer cosine prefetch over the union, so $score is the cosine of every ring member.
+        outer = models.Prefetch(prefetch=rings, query=q.vector, limit=k * len(rings), params=params)
+        return models.QueryRequest(prefetch=[outer], query=self._formula(q, alpha), limit=k, with_payload=True)
+
+    # -- strategies --------------------------------------------------------------------------------
+
+    def _exact(
+        self,
+        prepared: list[_Query],
+        user: models.Filter | None,
+        k: int,
+        params: models.SearchParams | None,
+        alpha: float,
+    ) -> list[list[SearchHit]]:
+        requests = [self._exact_request(q, user, k, params, alpha) for q in prepared]
+        results = self.engine.query_batch(self.collection, requests)
+        return [self._from_formula(q, r, alpha) for q, r in zip(prepared, results, strict=True)]
+
+    def _auto(
+        self,
+        prepared: list[_Query],
+        user: models.Filter | None,
+        k: int,
+        candidates: int,
+        params: models.SearchParams | None,
+        alpha: float,
+        *,
+        with_cosine: bool | None = None,
+    ) -> list[list[SearchHit]]:
+        """DESIGN.md §3's certificate, in up to three steps, each one batched call for all queries:
+
+        1. the rings ``a_0 … a_{j−1}`` (with payloads) and, unless the rings alone have been proving
+           the answers lately, the unfiltered cosine top-(m·k) (ids and scores only);
+        2. payloads of the cosine candidates the rings did not return, for the queries still unproven;
+        3. ``exact`` for the queries that are still unproven.
+
+        Every point not fetched sits in a fetched ring behind k fetched members with a D no larger, or
+        has LCA height ≥ η_j and so ``D ≥ c + α·η_j/H`` with c a lower bound of its cosine distance:
+        0 with nothing else known, c_max (the largest distance among the cosine candidates) once
+        those are fetched, and for a cosine candidate whose LCA is not yet read, its own distance.
+        """
+        h = max(self.model.tree_height, 1)
+        top_level = with_cosine is None
+        fallbacks_before = self.stats.fallbacks
+        if with_cosine is None:
+            with_cosine = self.auto_cosine if self.auto_cosine is not None else self._rings_alone < _RINGS_ALONE_MIN
+        rings_of = [self._auto_ring_count(q) for q in prepared]
+        requests: list[models.QueryRequest] = []
+        for q, j in zip(prepared, rings_of, strict=True):
+            requests.extend(self._ring(q, i, user, k, params) for i in range(j))
+            if with_cosine:
+                requests.append(self._plain(q, user, candidates, params, with_payload=False))
+        results = self.engine.query_batch(self.collection, requests) if requests else []
+        out: list[list[SearchHit] | None] = [None] * len(prepared)
+        unproven: list[int] = []  # rings alone did not prove it: rerun with the cosine candidates
+        unread: list[tuple[int, dict[str, Hit], list[Hit], float, float]] = []  # need the candidates' payloads
+        pos = 0
+        for n, (q, j) in enumerate(zip(prepared, rings_of, strict=True)):
+            known = {hit.id: hit for r in results[pos : pos + j] for hit in r}
+            pos += j
+            ranked = self._rank_by_cosine(q, list(known.values()), k, alpha)
+            kth = ranked[-1].distance if len(ranked) == k else np.inf
+            floor = alpha * q.heights[j] / h
+            if top_level:
+                self._note_rings_alone(kth <= floor - _CERT_EPS)
+            if not with_cosine:
+                if kth <= floor - _CERT_EPS:
+                    self.stats.certified += 1
+                    self.stats.rings_alone += 1
+                    out[n] = ranked
+                else:
+                    unproven.append(n)
+                continue
+            cosine = results[pos]
+            pos += 1
+            # All points the filter allows were returned when fewer than m·k came back.
+            c_max = 1.0 - min(hit.score for hit in cosine) if len(cosine) >= candidates else np.inf
+            unknown = [hit for hit in cosine if hit.id not in known]
+            c_low = min([1.0 - hit.score for hit in unknown], default=c_max)
+            if kth <= c_low + floor - _CERT_EPS or (not unknown and c_max == np.inf):
+                self.stats.certified += 1
+                out[n] = ranked
+            else:
+                unread.append((n, known, unknown, c_max, floor))
+        failed: list[int] = []
+        if unread:
+            self.stats.reads += len(unread)
+            reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _, _ in unread]
+            fetched = self.engine.query_batch(self.collection, reads)
+            for (n, known, _, c_max, floor), got in zip(unread, fetched, strict=True):
+                union = {**known, **{hit.id: hit for hit in got}}
+                ranked = self._rank_by_cosine(prepared[n], list(union.values()), k, alpha)
+                if c_max == np.inf or (len(ranked) == k and ranked[-1].distance <= c_max + floor - _CERT_EPS):
+                    self.stats.certified += 1
+                    out[n] = ranked
+                else:
+                    failed.append(n)
+        if failed:
+            self.stats.fallbacks += len(failed)
+            exact = self._exact([prepared[n] for n in failed], user, k, params, alpha)
+            for n, hits in zip(failed, exact, strict=True):
+                out[n] = hits
+        if unproven:
+            again = self._auto([prepared[n] for n in unproven], user, k, candidates, params, alpha, with_cosine=True)
+            for n, hits in zip(unproven, again, strict=True):
+                out[n] = hits
+        # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
+        if top_level and self.auto_rings is None and self.stats.fallbacks - fallbacks_before > 0.1 * len(prepared):
+            self._rings = min(self._rings + 1, self.model.tree_height)
+        return [hits for hits in out if hits is not None]
+
+    def _note_rings_alone(self, proven: bool) -> None:
+        """Moving share of recent queries the rings alone proved (weight 1/10 per query)."""
+        self._rings_alone += 0.1 * (float(proven) - self._rings_alone)
+
+    def _by_ids(self, q: _Query, ids: Sequence[str]) -> models.QueryRequest:
+        """The payloads (and cosines) of given points: a filter on their ids, scored exhaustively."""
+        return models.QueryRequest(
+            query=q.vector,
+            filter=models.Filter(must=[models.HasIdCondition(has_id=[to_point_id(i) for i in ids])]),
+            limit=len(ids),
+            params=models.SearchParams(exact=True),
+            with_payload=True,
+        )
+
+    def _auto_ring_count(self, q: _Query) -> int:
+        top = len(q.path) - 1  # L
+        j = self.auto_rings if self.auto_rings is not None else self._rings
+        return max(0, min(int(j), top))
+
+    # -- turning engine hits into SearchHits ------------------------------------------------------------
+
+    def _lca(self, q: _Query, payload: dict[str, Any]) -> int:
+        """Index i of the lowest query ancestor a_i on the point's path (the root when it has none)."""
+        path = (payload.get(self.payload_key) or {}).get("ancestors") or ()
+        for v in path:  # leaf first: the first node shared with the query's path is the LCA
+            i = q.rank.get(v)
+            if i is not None:
+                return i
+        return len(q.path) - 1
+
+    def _hit(self, q: _Query, hit: Hit, cosine: float, i: int, alpha: float) -> SearchHit:
+        h = max(self.model.tree_height, 1)
+        leaf = (hit.payload.get(self.payload_key) or {}).get("leaf")
+        return SearchHit(
+            id=hit.id,
+            distance=float(1.0 - cosine + alpha * q.heights[i] / h),
+            cosine=float(cosine),
+            lca=int(q.path[i]),
+            lca_height=int(q.heights[i]),
+            leaf=None if leaf is None else int(leaf),
+            payload=hit.payload,
+        )
+
+    def _rank_by_cosine(self, q: _Query, hits: Sequence[Hit], k: int, alpha: float) -> list[SearchHit]:
+        """Sort candidates by D on plain tuples; SearchHits are built for the k kept only."""
+        step = alpha / max(self.model.tree_height, 1)
+        scored = []
+        for hit in hits:
+            i = self._lca(q, hit.payload)
+            scored.append((1.0 - hit.score + step * q.heights[i], -hit.score, hit.id, i, hit))
+        scored.sort(key=lambda s: s[:3])
+        return [self._hit(q, hit, -neg_cos, i, alpha) for _, neg_cos, _, i, hit in scored[:k]]
+
+    def _from_formula(self, q: _Query, hits: Sequence[Hit], alpha: float) -> list[SearchHit]:
+        """Formula scores are 1 − D; the cosine is recovered as score + α·η/H."""
+        step = alpha / max(self.model.tree_height, 1)
+        out = []
+        for hit in hits:
+            i = self._lca(q, hit.payload)
+            out.append(self._hit(q, hit, hit.score + step * q.heights[i], i, alpha))
+        out.sort(key=lambda s: (s.distance, -s.cosine, s.id))
+        return out
+
+    def _explain(self, q: _Query, hit: SearchHit, alpha: float, strategy: str) -> SearchHit:
+        tree = self.model.hierarchy
+        h = max(tree.tree_height, 1)
+        classes = tree.leaves_under(hit.lca)
+        explanation = {
+            "strategy": strategy,
+            "query_leaf": q.leaf,
+            "query_leaf_name": tree.class_names[q.leaf],
+            "cosine_distance": 1.0 - hit.cosine,
+            "lca": hit.lca,
+            "lca_name": tree.node_names[hit.lca],
+            "lca_classes": [tree.class_names[c] for c in classes],
+            "lca_height": hit.lca_height,
+            "tree_height": tree.tree_height,
+            "alpha": alpha,
+            "hierarchy_term": alpha * hit.lca_height / h,
+        }
+        return SearchHit(**{**hit.__dict__, "explanation": explanation})
+
+
+def _check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def _check_oversample(m: float) -> float:
+    value = float(m)
+    if not np.isfinite(value) or value < 1:
+        raise InputError(f"oversampling {m} must be ≥ 1", "e.g. oversample=3")
+    return value
+
+
+def _search_params(exact: bool, hnsw_ef: int | None) -> models.SearchParams | None:
+    if not exact and hnsw_ef is None:
+        return None
+    if hnsw_ef is not None and int(hnsw_ef) < 1:
+        raise InputError(f"hnsw_ef={hnsw_ef} must be a positive integer")
+    return models.SearchParams(exact=bool(exact), hnsw_ef=None if hnsw_ef is None else int(hnsw_ef))
