@@ -9,7 +9,7 @@ The paper's released code (``hierarchy_utils/img_retrieval.py``, ``get_retrieved
 the N × N distance matrix with two nested Python loops, one ``scipy.spatial.distance.cosine`` call and one
 cached LCA lookup per pair, then ``np.argsort``s every row. :func:`paper_loop` does exactly that (the LCA
 cache is a dict filled from our tree instead of ete3, which only makes it faster). Our code ranks with
-:func:`hierqdrant.evaluation.evaluate.rank` (one matrix product per chunk of queries, the LCA term by table lookup).
+:func:`hierqdrant.evaluation.ranking.rank` (one matrix product per chunk of queries, the LCA term by table lookup).
 
 Reported:
 
@@ -40,7 +40,9 @@ import numpy as np  # noqa: E402
 from paper_comparison import cache_dir, load_splits, machine, shared_dir  # noqa: E402
 
 from hierqdrant.core.model import HierarchyModel  # noqa: E402
-from hierqdrant.evaluation.evaluate import Items, Method, rank  # noqa: E402
+from hierqdrant.evaluation.items import Items  # noqa: E402
+from hierqdrant.evaluation.methods import Method  # noqa: E402
+from hierqdrant.evaluation.ranking import rank  # noqa: E402
 
 
 def paper_loop(z: np.ndarray, leaves: np.ndarray, model: HierarchyModel, alpha: float) -> np.ndarray:

@@ -13,7 +13,7 @@ What it does:
    ``load_backbone("cifar_resnet56", "models/resnet56-4bfd9763.th")`` (64-d penultimate features) and
    caches them in ``<cache>/cifar10_resnet56.npz`` (outside the repository).
 2. Tunes t and α of ``overlap`` (α of ``ward`` and ``given``; hierarchy-only takes overlap's tree) with
-   :func:`hierqdrant.evaluation.tune.tune` on a validation split carved from the *training* images (20 %,
+   :func:`hierqdrant.evaluation.tuning.tune` on a validation split carved from the *training* images (20 %,
    stratified, seed 0) — never on the test queries — once maximising map@10 and once map@r
    (``--tune-metric``). Each protocol is tuned with its own validation protocol (leave-one-out within
    the validation images, or validation queries against the rest of train).
@@ -207,7 +207,7 @@ def settings_line(result: Any) -> str:
 
 
 def paired_lines(result: Any, metrics: tuple[str, ...] = ("map@10", "map@r")) -> list[str]:
-    from hierqdrant.evaluation.evaluate import paired
+    from hierqdrant.evaluation.scoring import paired
 
     out = []
     for other in result.metrics:
@@ -254,15 +254,11 @@ def compare(
     """Tune and evaluate every method under each protocol. ``queries`` replaces the test images as
     queries (e.g. perturbed copies with the same paths); the database stays clean."""
     from hierqdrant.core.model import HierarchyModel
-    from hierqdrant.evaluation.evaluate import (
-        METHODS,
-        Items,
-        Scoring,
-        TuneSettings,
-        build_methods,
-        evaluate_arrays,
-        prepare_methods,
-    )
+    from hierqdrant.evaluation.items import Items
+    from hierqdrant.evaluation.methods import METHODS, build_methods
+    from hierqdrant.evaluation.ranking import evaluate_arrays
+    from hierqdrant.evaluation.scoring import Scoring
+    from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods
 
     assert train.labels is not None and test.labels is not None
     t0 = time.perf_counter()
@@ -334,7 +330,11 @@ def engine_check(shared: Path, test: FeatureSet, train: FeatureSet, n_queries: i
     import tempfile
 
     from hierqdrant.core.model import HierarchyModel
-    from hierqdrant.evaluation.evaluate import Items, Scoring, build_methods, evaluate_arrays, evaluate_collection
+    from hierqdrant.evaluation.collection import evaluate_collection
+    from hierqdrant.evaluation.items import Items
+    from hierqdrant.evaluation.methods import build_methods
+    from hierqdrant.evaluation.ranking import evaluate_arrays
+    from hierqdrant.evaluation.scoring import Scoring
     from hierqdrant.store.collection import create_collection, point_id, upsert_points
     from hierqdrant.store.engines import EdgeEngine
 

@@ -47,7 +47,11 @@ from paper_comparison import (  # noqa: E402
 )
 
 from hierqdrant.core.model import HierarchyModel  # noqa: E402
-from hierqdrant.evaluation.evaluate import METHODS, Items, Scoring, TuneSettings, evaluate_arrays, prepare_methods  # noqa: E402
+from hierqdrant.evaluation.items import Items  # noqa: E402
+from hierqdrant.evaluation.methods import METHODS  # noqa: E402
+from hierqdrant.evaluation.ranking import evaluate_arrays  # noqa: E402
+from hierqdrant.evaluation.scoring import Scoring  # noqa: E402
+from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods  # noqa: E402
 
 SUMMARY = ("map@10", "map@r", "p@1", "mahp@250", "severity")
 

@@ -9,11 +9,12 @@ from hierqdrant import __version__
 from . import hierarchy
 from .demo import demo_command
 from .embed import embed_command
-from .evaluate import eval_command, tune_command
+from .eval import eval_command
 from .info import info_command
 from .ingest import ingest_command
 from .query import query_command
 from .train import train_command
+from .tune import tune_command
 
 app = typer.Typer(
     name="hierqdrant",

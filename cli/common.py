@@ -41,18 +41,31 @@ def handle_errors(func: F) -> F:
 
 
 def print_json(data: Any) -> None:
-    """One JSON object on stdout (no rich markup, no wrapping)."""
-    sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
+    """One JSON object on stdout (no rich markup, no wrapping); NaN and ±inf become ``null``, since
+    strict JSON has no such numbers and other languages' parsers reject them."""
+    sys.stdout.write(json.dumps(_finite(data), default=_json_default, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
     import numpy as np
 
     if isinstance(value, np.generic):
-        return value.item()
+        return _finite(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _finite(value.tolist())
     return str(value)
 
 

@@ -8,8 +8,8 @@ import typer
 
 from hierqdrant.core.errors import InputError
 
+from .choices import DeviceName
 from .common import EXIT_OK, EXIT_PARTIAL, console, err_console, handle_errors, print_json
-from .ingest import Device
 
 
 @handle_errors
@@ -25,7 +25,7 @@ def embed_command(
     ),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Local checkpoint or torchvision weights name."),
     image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
-    device: Device = typer.Option(Device.auto, "--device", help="auto, cuda or cpu."),
+    device: DeviceName = typer.Option(DeviceName("auto"), "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
     head: bool = typer.Option(

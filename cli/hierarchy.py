@@ -10,6 +10,7 @@ import typer
 
 from hierqdrant.core.errors import InputError
 
+from .choices import BuilderName
 from .common import (
     api_key_option,
     console,
@@ -23,12 +24,6 @@ from .common import (
 )
 
 app = typer.Typer(help="Build, show and export class hierarchies.", no_args_is_help=True)
-
-
-class BuilderName(str, Enum):
-    overlap = "overlap"
-    ward = "ward"
-    given = "given"
 
 
 class ExportFormat(str, Enum):
@@ -46,7 +41,7 @@ def build_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the model into (model.json + arrays.npz)."),
     builder: BuilderName = typer.Option(
-        BuilderName.overlap,
+        BuilderName("overlap"),
         help="overlap (the paper), ward (linkage of class means) or given (a taxonomy file).",
     ),
     taxonomy: Path | None = typer.Option(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from .choices import BuilderName, DeviceName, LeafFromName
 from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -21,18 +21,6 @@ from .common import (
     print_json,
     url_option,
 )
-from .hierarchy import BuilderName
-
-
-class LeafFrom(str, Enum):
-    predicted = "predicted"
-    label = "label"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
 
 
 @handle_errors
@@ -59,20 +47,22 @@ def ingest_command(
         help="A local checkpoint file or a torchvision weights name (needs internet).",
     ),
     image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
-    device: Device = typer.Option(
-        Device.auto, "--device", help="Where to embed: auto (GPU if there is one), cuda or cpu."
+    device: DeviceName = typer.Option(
+        DeviceName("auto"), "--device", help="Where to embed: auto (GPU if there is one), cuda or cpu."
     ),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per embedding batch."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (default: min(8, CPUs))."),
-    builder: BuilderName = typer.Option(BuilderName.overlap, "--builder", help="overlap (the paper), ward or given."),
+    builder: BuilderName = typer.Option(
+        BuilderName("overlap"), "--builder", help="overlap (the paper), ward or given."
+    ),
     threshold: float = typer.Option(
         0.3, "--threshold", "-t", help="Overlap threshold t on the Bhattacharyya coefficient."
     ),
     alpha: float = typer.Option(3.0, "--alpha", help="Default weight α of the hierarchy term for queries."),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file for --builder given."),
     pca: str = typer.Option("0.95", "--pca", help="Variance share to keep, a number of components, or 'all'."),
-    leaf_from: LeafFrom = typer.Option(
-        LeafFrom.predicted,
+    leaf_from: LeafFromName = typer.Option(
+        LeafFromName("predicted"),
         "--leaf-from",
         help="Leaf of a stored image: predicted (Mahalanobis, the paper) or its label.",
     ),

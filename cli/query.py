@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from hierqdrant.core.errors import InputError
 
+from .choices import StrategyName
 from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -24,13 +24,6 @@ from .common import (
     resolve_collection,
     url_option,
 )
-
-
-class StrategyName(str, Enum):
-    auto = "auto"
-    exact = "exact"
-    rerank = "rerank"
-    formula = "formula"
 
 
 def parse_filters(pairs: list[str]) -> Any:
@@ -110,7 +103,7 @@ def query_command(
         help="Collection (default: the only one in the store, else $HIERQDRANT_COLLECTION).",
     ),
     strategy: StrategyName = typer.Option(
-        StrategyName.auto, "--strategy", help="auto, exact, rerank or formula."
+        StrategyName("auto"), "--strategy", help="auto, exact, rerank or formula."
     ),
     alpha: float | None = typer.Option(
         None, "--alpha", help="Weight of the hierarchy term (default: the model's)."
@@ -160,20 +153,7 @@ def query_command(
                     {
                         "query": qname,
                         "leaf": hits[0].explanation["query_leaf"] if hits and hits[0].explanation else None,
-                        "hits": [
-                            {
-                                "rank": r + 1,
-                                "id": h.id,
-                                "distance": h.distance,
-                                "cosine": h.cosine,
-                                "lca": h.lca,
-                                "lca_height": h.lca_height,
-                                "leaf": h.leaf,
-                                "payload": h.payload,
-                                **({"explanation": h.explanation} if explain else {}),
-                            }
-                            for r, h in enumerate(hits)
-                        ],
+                        "hits": [{"rank": r + 1, **h.to_dict(explanation=explain)} for r, h in enumerate(hits)],
                     }
                     for qname, hits in zip(names, results, strict=True)
                 ],

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .choices import DeviceName
 from .common import EXIT_OK, EXIT_PARTIAL, console, err_console, handle_errors, print_json
-from .ingest import Device
 
 
 class ObjectiveName(str, Enum):
@@ -38,7 +38,7 @@ def train_command(
     ),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Class tree for --objective semantic."),
     resume: bool = typer.Option(False, "--resume", help="Continue from '<out>.last'."),
-    device: Device = typer.Option(Device.auto, "--device", help="auto, cuda or cpu."),
+    device: DeviceName = typer.Option(DeviceName("auto"), "--device", help="auto, cuda or cpu."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the initialisation and the shuffling."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),

@@ -12,7 +12,6 @@ An ``.npz`` (read with ``allow_pickle=False``) holding
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hierqdrant.core.errors import InputError, NotFoundError
+from hierqdrant.core.fileio import atomic_writer
 
 
 @dataclass
@@ -85,10 +85,8 @@ class FeatureSet:
             arrays["splits"] = np.asarray(self.splits, dtype=str)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_writer(target) as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, target)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ import numpy as np
 from hierqdrant.core import build as builders
 from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.features import check_features, check_labels, npz_bytes
+from hierqdrant.core.fileio import atomic_write
 from hierqdrant.core.gaussian import ESTIMATORS, Gaussians, NearestClass, Projection
 from hierqdrant.core.hierarchy import Hierarchy
 
@@ -271,8 +271,8 @@ class HierarchyModel:
     ) -> np.ndarray:
         """(Q, N) ``D = (1 − cos(z_q, z_x)) + α · h(LCA(n_q, n_x)) / H`` on projected vectors."""
         a = self.alpha if alpha is None else check_alpha(alpha)
-        q = _unit(np.atleast_2d(query_z))
-        x = _unit(np.atleast_2d(db_z))
+        q = unit_rows(np.atleast_2d(query_z))
+        x = unit_rows(np.atleast_2d(db_z))
         cosine = q @ x.T
         lca = self.lca_height_matrix()[np.asarray(query_leaves)[:, None], np.asarray(db_leaves)[None, :]]
         return (1.0 - cosine) + a * lca / max(self.tree_height, 1)
@@ -400,9 +400,7 @@ class HierarchyModel:
         out.mkdir(parents=True, exist_ok=True)
         # Arrays first, manifest last: a reader never sees a manifest whose arrays are missing.
         for name, blob in sorted(self.to_files().items(), key=lambda kv: kv[0] == MANIFEST):
-            tmp = out / f".{name}.tmp"
-            tmp.write_bytes(blob)
-            os.replace(tmp, out / name)
+            atomic_write(out / name, blob)
         return out
 
     @classmethod
@@ -443,6 +441,7 @@ def check_alpha(alpha: float) -> float:
     return a
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Every row scaled to length 1 (a zero row stays zero)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1.0)

@@ -10,8 +10,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hierqdrant.core.errors import InputError
+from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.hierarchy import Hierarchy
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_plot_path(plot: Path | None) -> None:
+    """Before any work: a plot path with a known suffix, in an existing folder, and matplotlib there."""
+    if plot is None:
+        return
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise InputError(f"--plot {plot} must end in {', '.join(PLOT_SUFFIXES)}", "e.g. --plot map_at_k.png")
+    if not plot.parent.is_dir():
+        raise NotFoundError(f"the folder of --plot {plot} does not exist", "create it or choose another path")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot needs matplotlib", 'pip install "hierqdrant[plot]"') from None
 
 
 def _pyplot() -> Any:

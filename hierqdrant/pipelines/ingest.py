@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -19,6 +19,7 @@ from rich.console import Console
 from hierqdrant.core.errors import InputError, ModelMismatchError
 from hierqdrant.core.features import FeatureSet
 from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.settings import FitSettings
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_payload_key,
@@ -36,12 +37,12 @@ from hierqdrant.vision.extractor import (
     same_extractor,
 )
 
-LeafFrom = Literal["predicted", "label"]
-
 
 @dataclass
-class IngestOptions:
-    """What ``hierqdrant ingest`` takes besides the source and the collection."""
+class IngestOptions(FitSettings):
+    """What ``hierqdrant ingest`` takes besides the source and the collection: how to embed, how to
+    fit (the :class:`~hierqdrant.core.settings.FitSettings` it extends: builder, threshold, alpha,
+    taxonomy, pca, covariance, leaf_from), whether to tune t and α instead, and how to store."""
 
     backbone: str | None = None  # default: the collection's extractor, else resnet50
     weights: str | None = None
@@ -49,13 +50,6 @@ class IngestOptions:
     device: str = "auto"
     batch_size: int = 128
     num_workers: int | None = None
-    builder: str = "overlap"
-    threshold: float = 0.3
-    alpha: float = 3.0
-    taxonomy: Path | None = None
-    pca: int | float | None = 0.95
-    covariance: str = "ledoit-wolf"
-    leaf_from: LeafFrom = "predicted"
     payload_key: str = DEFAULT_PAYLOAD_KEY
     tune: bool = False  # choose t and α on a validation split of the labelled training images
     tune_metric: str = "map@r"  # on CIFAR-10 validation map@10 barely separates α values; map@r does
@@ -175,18 +169,14 @@ def ingest(
         idx = np.asarray(labelled)
         train_x, train_y = table.features[idx], np.asarray([table.labels[i] for i in labelled])
         if opts.tune:
-            from hierqdrant.evaluation.tune import tune
+            from hierqdrant.evaluation.tuning import TuneSettings, tune
 
             tuned = tune(
                 train_x,
                 train_y,
                 table.class_names,
-                builder=opts.builder,
-                metric=opts.tune_metric,
-                leaf_from=opts.leaf_from,
-                taxonomy=opts.taxonomy,
-                n_components=opts.pca,
-                covariance=opts.covariance,
+                fit=opts,
+                settings=TuneSettings(metric=opts.tune_metric),
                 extractor=table.extractor,
             )
             say(
@@ -195,18 +185,7 @@ def ingest(
             )
             model = tuned.model
         else:
-            model = HierarchyModel.fit(
-                train_x,
-                train_y,
-                class_names=table.class_names,
-                builder=opts.builder,
-                threshold=opts.threshold,
-                alpha=opts.alpha,
-                taxonomy=opts.taxonomy,
-                n_components=opts.pca,
-                covariance=opts.covariance,
-                extractor=table.extractor,
-            )
+            model = opts.fit_model(train_x, train_y, class_names=table.class_names, extractor=table.extractor)
         fitted = True
         if stored is not None and stored[0].model_id != model.model_id:
             raise ModelMismatchError(

@@ -26,13 +26,17 @@ Strategies (all rank by the same D; they differ in cost and exactness):
 
 Under HNSW the guarantees hold relative to the index (which can miss points): pass ``exact=True`` for
 exhaustive search, or ``hnsw_ef`` — both are applied to every prefetch.
+
+A searcher may be shared by threads: what ``auto`` adapts (the ring count, whether to send the cosine
+query) and the statistics live in one locked :class:`~hierqdrant.store.policy.AutoPolicy`; each call works
+on its own plan and tally.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -47,14 +51,12 @@ from hierqdrant.store.collection import (
 )
 from hierqdrant.store.engines import Engine, Hit, as_engine
 from hierqdrant.store.engines.base import to_point_id
+from hierqdrant.store.policy import AutoPlan, AutoPolicy, AutoTally, SearchStats, Strategy
 
-Strategy = Literal["auto", "exact", "rerank", "formula"]
 STRATEGIES: tuple[str, ...] = ("auto", "exact", "rerank", "formula")
 
 # The certificate compares float32 engine scores; this margin keeps rounding from certifying a tie.
 _CERT_EPS = 1e-6
-# auto skips the unfiltered cosine query while the rings alone proved at least this share of recent queries.
-_RINGS_ALONE_MIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,13 @@ class SearchHit:
     payload: dict[str, Any]
     explanation: dict[str, Any] | None = None
 
-
-@dataclass
-class SearchStats:
-    """Counters since the searcher was made: how often ``auto`` certified its answer."""
-
-    queries: int = 0
-    certified: int = 0  # auto answers proven exact (without running ``exact``)
-    rings_alone: int = 0  # … of which the rings alone proved, with no unfiltered cosine query
-    reads: int = 0  # auto answers that needed the cosine candidates' payloads read
-    fallbacks: int = 0  # auto answers that needed ``exact``
-    by_strategy: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def certificate_rate(self) -> float:
-        checked = self.certified + self.fallbacks
-        return self.certified / checked if checked else float("nan")
+    def to_dict(self, *, explanation: bool = True) -> dict[str, Any]:
+        """The hit as plain JSON-ready values: ``id``, ``distance``, ``cosine``, ``lca``, ``lca_height``,
+        ``leaf``, ``payload`` and, with ``explanation`` and when the hit has one, ``explanation``."""
+        out = asdict(self)
+        if not explanation or self.explanation is None:
+            del out["explanation"]
+        return out
 
 
 @dataclass
@@ -144,14 +137,33 @@ class HierarchicalSearcher:
         self.alpha = model.alpha if alpha is None else check_alpha(alpha)
         self.strategy = _check_strategy(strategy)
         self.oversample = _check_oversample(oversample)
-        self.auto_rings = auto_rings
-        self.auto_cosine = auto_cosine
-        self._rings = 1  # the adaptive ring count used when auto_rings is None
-        self._rings_alone = 1.0  # recent share proven by the rings alone (auto_cosine None); optimistic
+        self.policy = AutoPolicy(model.tree_height, rings=auto_rings, cosine=auto_cosine)
         self.exact = exact
         self.hnsw_ef = hnsw_ef
-        self.stats = SearchStats()
         self._heights = model.hierarchy.height
+
+    @property
+    def auto_rings(self) -> int | None:
+        """The fixed ring count of ``auto``; ``None``: adaptive (see :class:`AutoPolicy`)."""
+        return self.policy.rings
+
+    @auto_rings.setter
+    def auto_rings(self, value: int | None) -> None:
+        self.policy.rings = value
+
+    @property
+    def auto_cosine(self) -> bool | None:
+        """Whether ``auto`` always/never sends the cosine query with the rings; ``None``: adaptive."""
+        return self.policy.cosine
+
+    @auto_cosine.setter
+    def auto_cosine(self, value: bool | None) -> None:
+        self.policy.cosine = value
+
+    @property
+    def stats(self) -> SearchStats:
+        """A consistent copy of the counters since the searcher was made (safe to read while others search)."""
+        return self.policy.stats()
 
     @classmethod
     def from_collection(cls, client: Engine | QdrantClient, collection: str, **kwargs: Any) -> HierarchicalSearcher:
@@ -203,8 +215,7 @@ class HierarchicalSearcher:
         m = self.oversample if oversample is None else _check_oversample(oversample)
         params = _search_params(self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef)
         prepared = self._prepare(queries, projected, leaves)
-        self.stats.queries += len(prepared)
-        self.stats.by_strategy[strat] = self.stats.by_strategy.get(strat, 0) + len(prepared)
+        self.policy.count(strat, len(prepared))
         if not prepared:
             return []
         candidates = max(k, int(np.ceil(m * k)))
@@ -219,7 +230,7 @@ class HierarchicalSearcher:
         elif strat == "exact":
             hits = self._exact(prepared, filter, k, params, a)
         else:
-            hits = self._auto(prepared, filter, k, candidates, params, a)
+            hits = self._auto_call(prepared, filter, k, candidates, params, a)
         if explain:
             hits = [[self._explain(q, h, a, strat) for h in row] for q, row in zip(prepared, hits, strict=True)]
         return hits
@@ -351,6 +362,22 @@ class HierarchicalSearcher:
         results = self.engine.query_batch(self.collection, requests)
         return [self._from_formula(q, r, alpha) for q, r in zip(prepared, results, strict=True)]
 
+    def _auto_call(
+        self,
+        prepared: list[_Query],
+        user: models.Filter | None,
+        k: int,
+        candidates: int,
+        params: models.SearchParams | None,
+        alpha: float,
+    ) -> list[list[SearchHit]]:
+        """One ``auto`` call: the policy's plan, a tally of this call's own, folded into the policy at the end."""
+        plan = self.policy.choose()
+        tally = AutoTally()
+        hits = self._auto(prepared, user, k, candidates, params, alpha, plan, tally, first=True)
+        self.policy.record(tally, len(prepared))
+        return hits
+
     def _auto(
         self,
         prepared: list[_Query],
@@ -359,8 +386,10 @@ class HierarchicalSearcher:
         candidates: int,
         params: models.SearchParams | None,
         alpha: float,
+        plan: AutoPlan,
+        tally: AutoTally,
         *,
-        with_cosine: bool | None = None,
+        first: bool,
     ) -> list[list[SearchHit]]:
         """DESIGN.md §3's certificate, in up to three steps, each one batched call for all queries:
 
@@ -375,11 +404,8 @@ class HierarchicalSearcher:
         those are fetched, and for a cosine candidate whose LCA is not yet read, its own distance.
         """
         h = max(self.model.tree_height, 1)
-        top_level = with_cosine is None
-        fallbacks_before = self.stats.fallbacks
-        if with_cosine is None:
-            with_cosine = self.auto_cosine if self.auto_cosine is not None else self._rings_alone < _RINGS_ALONE_MIN
-        rings_of = [self._auto_ring_count(q) for q in prepared]
+        with_cosine = plan.with_cosine if first else True  # a rerun of what the rings alone did not prove
+        rings_of = [plan.rings_for(len(q.path) - 1) for q in prepared]
         requests: list[models.QueryRequest] = []
         for q, j in zip(prepared, rings_of, strict=True):
             requests.extend(self._ring(q, i, user, k, params) for i in range(j))
@@ -389,6 +415,7 @@ class HierarchicalSearcher:
         out: list[list[SearchHit] | None] = [None] * len(prepared)
         unproven: list[int] = []  # rings alone did not prove it: rerun with the cosine candidates
         unread: list[tuple[int, dict[str, Hit], list[Hit], float, float]] = []  # need the candidates' payloads
+        failed: list[int] = []  # not certified: answered by ``exact``
         pos = 0
         for n, (q, j) in enumerate(zip(prepared, rings_of, strict=True)):
             known = {hit.id: hit for r in results[pos : pos + j] for hit in r}
@@ -396,12 +423,12 @@ class HierarchicalSearcher:
             ranked = self._rank_by_cosine(q, list(known.values()), k, alpha)
             kth = ranked[-1].distance if len(ranked) == k else np.inf
             floor = alpha * q.heights[j] / h
-            if top_level:
-                self._note_rings_alone(kth <= floor - _CERT_EPS)
+            if first:
+                tally.proven_by_rings.append(kth <= floor - _CERT_EPS)
             if not with_cosine:
                 if kth <= floor - _CERT_EPS:
-                    self.stats.certified += 1
-                    self.stats.rings_alone += 1
+                    tally.certified += 1
+                    tally.rings_alone += 1
                     out[n] = ranked
                 else:
                     unproven.append(n)
@@ -413,40 +440,36 @@ class HierarchicalSearcher:
             unknown = [hit for hit in cosine if hit.id not in known]
             c_low = min([1.0 - hit.score for hit in unknown], default=c_max)
             if kth <= c_low + floor - _CERT_EPS or (not unknown and c_max == np.inf):
-                self.stats.certified += 1
+                tally.certified += 1
                 out[n] = ranked
+            elif not unknown:  # nothing left to read: the check after a read would be this one again
+                failed.append(n)
             else:
                 unread.append((n, known, unknown, c_max, floor))
-        failed: list[int] = []
         if unread:
-            self.stats.reads += len(unread)
+            tally.reads += len(unread)
             reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _, _ in unread]
             fetched = self.engine.query_batch(self.collection, reads)
             for (n, known, _, c_max, floor), got in zip(unread, fetched, strict=True):
                 union = {**known, **{hit.id: hit for hit in got}}
                 ranked = self._rank_by_cosine(prepared[n], list(union.values()), k, alpha)
                 if c_max == np.inf or (len(ranked) == k and ranked[-1].distance <= c_max + floor - _CERT_EPS):
-                    self.stats.certified += 1
+                    tally.certified += 1
                     out[n] = ranked
                 else:
                     failed.append(n)
         if failed:
-            self.stats.fallbacks += len(failed)
+            tally.fallbacks += len(failed)
             exact = self._exact([prepared[n] for n in failed], user, k, params, alpha)
             for n, hits in zip(failed, exact, strict=True):
                 out[n] = hits
         if unproven:
-            again = self._auto([prepared[n] for n in unproven], user, k, candidates, params, alpha, with_cosine=True)
+            again = self._auto(
+                [prepared[n] for n in unproven], user, k, candidates, params, alpha, plan, tally, first=False
+            )
             for n, hits in zip(unproven, again, strict=True):
                 out[n] = hits
-        # Adaptive default: when more than a tenth of the answers needed `exact`, fetch one ring more.
-        if top_level and self.auto_rings is None and self.stats.fallbacks - fallbacks_before > 0.1 * len(prepared):
-            self._rings = min(self._rings + 1, self.model.tree_height)
         return [hits for hits in out if hits is not None]
-
-    def _note_rings_alone(self, proven: bool) -> None:
-        """Moving share of recent queries the rings alone proved (weight 1/10 per query)."""
-        self._rings_alone += 0.1 * (float(proven) - self._rings_alone)
 
     def _by_ids(self, q: _Query, ids: Sequence[str]) -> models.QueryRequest:
         """The payloads (and cosines) of given points: a filter on their ids, scored exhaustively."""
@@ -457,11 +480,6 @@ class HierarchicalSearcher:
             params=models.SearchParams(exact=True),
             with_payload=True,
         )
-
-    def _auto_ring_count(self, q: _Query) -> int:
-        top = len(q.path) - 1  # L
-        j = self.auto_rings if self.auto_rings is not None else self._rings
-        return max(0, min(int(j), top))
 
     # -- turning engine hits into SearchHits ------------------------------------------------------------
 

@@ -4,7 +4,10 @@ Submodules:
 
 * :mod:`~hierqdrant.vision.sources` — :func:`discover` (ImageFolder, train/test, CUB-200-2011, unlabelled)
 * :mod:`~hierqdrant.vision.images` — :func:`load_rgb`, :class:`ImageDecodeError`
-* :mod:`~hierqdrant.vision.backbones` — :func:`load_backbone`, :class:`Backbone`
+* :mod:`~hierqdrant.vision.backbones` — the backbone registry: :func:`load_backbone`, :class:`Backbone`
+* :mod:`~hierqdrant.vision.preprocessing` — the image transforms a backbone expects
+* :mod:`~hierqdrant.vision.checkpoints` — :func:`read_checkpoint` (weights-only), strict loading
+* :mod:`~hierqdrant.vision.torchvision_weights` — published torchvision weights: names, download, cache
 * :mod:`~hierqdrant.vision.cifar_resnet` — the CIFAR ResNets of He et al. (2016)
 * :mod:`~hierqdrant.vision.extract` — :func:`extract_features`
 
@@ -24,8 +27,8 @@ if TYPE_CHECKING:
         available_backbones,
         backbone_from_description,
         load_backbone,
-        read_checkpoint,
     )
+    from hierqdrant.vision.checkpoints import read_checkpoint
     from hierqdrant.vision.extract import Extracted, extract_features, resolve_device
     from hierqdrant.vision.images import IMAGE_EXTENSIONS, MIN_SIDE, ImageDecodeError, load_rgb
     from hierqdrant.vision.sources import ImageItem, ImageSource, Skipped, discover
@@ -43,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "available_backbones": "backbones",
     "backbone_from_description": "backbones",
     "load_backbone": "backbones",
-    "read_checkpoint": "backbones",
+    "read_checkpoint": "checkpoints",
     "Extracted": "extract",
     "extract_features": "extract",
     "resolve_device": "extract",

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from hierqdrant.core.fileio import atomic_writer
+
 
 def file_stamp(path: str | Path) -> str:
     try:
@@ -84,14 +86,12 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / f"part-{self._next_part:06d}.npz"
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_writer(target) as fh:
             np.savez(
                 fh,
                 keys=np.asarray(self._keys, dtype=str),
                 stamps=np.asarray(self._stamps, dtype=str),
                 features=np.stack(self._rows),
             )
-        os.replace(tmp, target)
         self._next_part += 1
         self._keys, self._stamps, self._rows = [], [], []

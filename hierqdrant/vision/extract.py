@@ -22,8 +22,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hierqdrant.core.errors import InputError
-from hierqdrant.vision.backbones import Backbone, ImageTransform
+from hierqdrant.vision.backbones import Backbone
 from hierqdrant.vision.images import ImageDecodeError, load_rgb
+from hierqdrant.vision.preprocessing import ImageTransform
 from hierqdrant.vision.sources import Skipped
 
 if TYPE_CHECKING:  # rich is imported only when a progress bar is shown

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MIN_SIDE", "ImageDecodeError", "load_rgb", "is_image_file"]
+__all__ = ["IMAGE_EXTENSIONS", "MIN_SIDE", "ImageDecodeError", "load_rgb", "is_image_file", "os_error_reason"]
 
 #: File extensions (lower case, with the dot) treated as images when a dataset is discovered.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -51,14 +51,14 @@ def is_image_file(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
-def _os_reason(exc: OSError) -> str:
-    """Map an operating-system error on opening a file to a short reason."""
+def os_error_reason(exc: OSError) -> str:
+    """A short reason for an operating-system error on opening or listing a path, for skip reports."""
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     if isinstance(exc, PermissionError) or exc.errno == errno.EACCES:
         return "unreadable (permission denied)"
     if isinstance(exc, FileNotFoundError):
-        return "file not found (or a broken symlink)"
+        return "missing file (not found, or a broken symlink)"
     if isinstance(exc, IsADirectoryError):
         return "not a file (a directory)"
     return f"unreadable ({exc.strerror or exc})"
@@ -131,7 +131,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     try:
         fh = open(p, "rb")  # closed by the with-block below
     except OSError as exc:
-        raise ImageDecodeError(_os_reason(exc)) from exc
+        raise ImageDecodeError(os_error_reason(exc)) from exc
     with fh:
         try:
             with warnings.catch_warnings():

@@ -27,7 +27,6 @@ then label, then ``key``.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from hierqdrant.core.errors import InputError
-from hierqdrant.vision.images import IMAGE_EXTENSIONS, is_image_file
+from hierqdrant.vision.images import IMAGE_EXTENSIONS, is_image_file, os_error_reason
 
 __all__ = ["ImageItem", "Skipped", "ImageSource", "SourceKind", "discover"]
 
@@ -95,23 +94,13 @@ class ImageSource:
         return [it for it in self.items if it.split == name]
 
 
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    if isinstance(exc, PermissionError) or exc.errno == errno.EACCES:
-        return "unreadable (permission denied)"
-    if isinstance(exc, FileNotFoundError):
-        return "missing file (or a broken symlink)"
-    return f"unreadable ({exc.strerror or exc})"
-
-
 def _scandir_sorted(directory: Path, problems: list[Skipped]) -> list[os.DirEntry[str]]:
     """Entries of ``directory`` sorted by name, hidden ones dropped; errors go to ``problems``."""
     try:
         with os.scandir(directory) as it:
             entries = [e for e in it if not e.name.startswith(".")]
     except OSError as exc:
-        problems.append(Skipped(str(directory), _reason(exc)))
+        problems.append(Skipped(str(directory), os_error_reason(exc)))
         return []
     return sorted(entries, key=lambda e: e.name)
 
@@ -124,7 +113,7 @@ def _classify(entry: os.DirEntry[str], problems: list[Skipped]) -> Literal["dir"
         if entry.is_file():
             return "file"
     except OSError as exc:  # ELOOP from a symlink loop, EACCES, ...
-        problems.append(Skipped(entry.path, _reason(exc)))
+        problems.append(Skipped(entry.path, os_error_reason(exc)))
         return "other"
     if entry.is_symlink():
         problems.append(Skipped(entry.path, "broken symlink"))
@@ -287,7 +276,7 @@ def _discover_cub(root: Path, problems: list[Skipped]) -> tuple[list[ImageItem],
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
-            problems.append(Skipped(str(path), _reason(exc)))
+            problems.append(Skipped(str(path), os_error_reason(exc)))
             continue
         if not stat.S_ISREG(mode):
             problems.append(Skipped(str(path), "listed in images.txt but not a file"))

@@ -17,7 +17,6 @@ reads them, and they are written to a temporary file and renamed (a kill never l
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hierqdrant.core.errors import InputError
+from hierqdrant.core.fileio import atomic_writer
 from hierqdrant.core.hierarchy import Hierarchy
+from hierqdrant.core.splits import stratified_split
 from hierqdrant.vision.backbones import Backbone, load_backbone
 from hierqdrant.vision.extract import ImageBatch, ImageDataset, collate_images, default_num_workers, resolve_device
 from hierqdrant.vision.images import ImageDecodeError, load_rgb
@@ -155,19 +156,6 @@ def last_path(out: Path) -> Path:
     return out.with_name(out.name + ".last")
 
 
-def split_train_val(labels: np.ndarray, val_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split: ``round(val_share · n_c)`` images of each class (at most n_c − 1) to validation."""
-    rng = np.random.default_rng(seed)
-    train: list[int] = []
-    val: list[int] = []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = min(len(idx) - 1, int(round(val_share * len(idx))))
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
-
-
 def _check_classes(items: list[ImageItem], class_names: list[str]) -> None:
     """Before training: ≥ 2 classes, and one image of every class decodes."""
     if len(class_names) < 2:
@@ -201,9 +189,8 @@ def _read_resume(path: Path) -> dict[str, Any]:
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        torch.save(obj, fh)
 
 
 class _Net(nn.Module):
@@ -273,7 +260,8 @@ def train(
     normalize = backbone.transform.normalizer(device)  # type: ignore[attr-defined]
 
     labels = np.asarray([it.label for it in items])
-    train_idx, val_idx = split_train_val(labels, cfg.val_share, cfg.seed)
+    # Stratified: round(val_share · n_c) images of each class to validation, at least one left to train on.
+    train_idx, val_idx = stratified_split(labels, cfg.val_share, cfg.seed, min_per_class=1)
     paths = [it.path for it in items]
     workers = default_num_workers() if cfg.workers is None else cfg.workers
     loader_args: dict[str, Any] = {

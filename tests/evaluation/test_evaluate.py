@@ -11,20 +11,11 @@ from hierqdrant.core.errors import InputError
 from hierqdrant.core.gaussian import Gaussians, Projection
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel
-from hierqdrant.evaluation.evaluate import (
-    METHODS,
-    Items,
-    Method,
-    Scoring,
-    build_methods,
-    euclidean_vectors,
-    evaluate_arrays,
-    evaluate_collection,
-    paired,
-    parse_metric,
-    parse_per_method,
-    rank,
-)
+from hierqdrant.evaluation.collection import euclidean_vectors, evaluate_collection
+from hierqdrant.evaluation.items import Items
+from hierqdrant.evaluation.methods import METHODS, Method, build_methods, parse_per_method
+from hierqdrant.evaluation.ranking import evaluate_arrays, rank
+from hierqdrant.evaluation.scoring import Scoring, paired, parse_metric
 from hierqdrant.store.collection import create_collection, point_id, upsert_points
 from hierqdrant.store.engines import EdgeEngine
 from tests.conftest import gaussian_classes

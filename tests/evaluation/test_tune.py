@@ -8,8 +8,10 @@ import pytest
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel
-from hierqdrant.evaluation.evaluate import Items, TuneSettings, evaluate_arrays, prepare_methods
-from hierqdrant.evaluation.tune import split_validation, tune
+from hierqdrant.core.settings import FitSettings
+from hierqdrant.evaluation.items import Items
+from hierqdrant.evaluation.ranking import evaluate_arrays
+from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods, tune
 from tests.conftest import gaussian_classes
 
 CENTRES = np.array([[0.0, 0.0], [0.9, 0.0], [7.0, 7.0], [7.7, 7.0], [3.0, -9.0]])
@@ -20,24 +22,10 @@ def train() -> tuple[np.ndarray, np.ndarray]:
     return gaussian_classes(CENTRES, per_class=40, dims=5, seed=11)
 
 
-def test_split_validation_is_stratified_disjoint_and_seeded() -> None:
-    y = np.array([0] * 10 + [1] * 5 + [2] * 2)
-    fit, val = split_validation(y, 0.2, seed=3)
-    assert np.intersect1d(fit, val).size == 0
-    assert np.union1d(fit, val).tolist() == list(range(17))
-    assert np.bincount(y[val], minlength=3).tolist() == [2, 1, 0]  # round(0.2·n), none from a class of 2
-    again = split_validation(y, 0.2, seed=3)
-    assert again[0].tolist() == fit.tolist() and again[1].tolist() == val.tolist()
-    assert split_validation(y, 0.2, seed=4)[1].tolist() != val.tolist()
-    # Every class keeps at least two items for its Gaussian.
-    assert np.bincount(y[split_validation(y, 0.9, seed=0)[0]], minlength=3).min() >= 2
-    with pytest.raises(InputError, match="val_share"):
-        split_validation(y, 1.0)
-
-
 def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
-    result = tune(x, y, [f"c{i}" for i in range(5)], thresholds=[0.05, 0.3, 0.9], alphas=[0.0, 0.5, 2.0])
+    grids = TuneSettings(thresholds=[0.05, 0.3, 0.9], alphas=[0.0, 0.5, 2.0])
+    result = tune(x, y, [f"c{i}" for i in range(5)], settings=grids)
     assert len(result.rows) == 9
     scores = [r.score for r in result.rows]
     assert result.best_score == max(scores)
@@ -57,18 +45,20 @@ def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, n
 
 def test_tune_is_deterministic_and_the_seed_matters(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
-    a = tune(x, y, thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=1, protocol="loo")
-    b = tune(x, y, thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=1, protocol="loo")
+    settings = TuneSettings(thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=1, protocol="loo")
+    a = tune(x, y, settings=settings)
+    b = tune(x, y, settings=settings)
     assert [r.score for r in a.rows] == [r.score for r in b.rows]
     assert a.model.model_id == b.model.model_id
-    c = tune(x, y, thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=2, protocol="loo")
+    c = tune(x, y, settings=TuneSettings(thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=2, protocol="loo"))
     assert [r.score for r in a.rows] != [r.score for r in c.rows]
 
 
 def test_tune_on_a_base_model_keeps_its_pca(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
     base = HierarchyModel.fit(x, y, threshold=0.3, alpha=3.0)
-    result = tune(base.transform(x), y, base_model=base, projected=True, thresholds=[0.05, 0.5], alphas=[1.0])
+    grids = TuneSettings(thresholds=[0.05, 0.5], alphas=[1.0])
+    result = tune(base.transform(x), y, base_model=base, projected=True, settings=grids)
     assert np.array_equal(result.model.projection.components, base.projection.components)
     assert np.array_equal(result.model.gaussians.means, base.gaussians.means)
     assert result.model.alpha == 1.0
@@ -76,11 +66,15 @@ def test_tune_on_a_base_model_keeps_its_pca(train: tuple[np.ndarray, np.ndarray]
 
 def test_ward_and_given_tune_alpha_only(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
-    ward = tune(x, y, builder="ward", thresholds=[0.1, 0.2], alphas=[0.5, 1.0], metric="map@r")
+    ward = tune(
+        x, y, fit=FitSettings(builder="ward"), settings=TuneSettings("map@r", thresholds=[0.1, 0.2], alphas=[0.5, 1.0])
+    )
     assert [r.threshold for r in ward.rows] == [None, None]
     assert ward.best_threshold is None and ward.model.builder == "ward"
     taxonomy = Hierarchy(np.array([5, 5, 6, 6, 7, 7, 7, -1]), 5)
-    given = tune(x, y, builder="given", taxonomy=taxonomy, alphas=[1.0, 3.0], metric="p@1")
+    given = tune(
+        x, y, fit=FitSettings(builder="given", taxonomy=taxonomy), settings=TuneSettings("p@1", alphas=[1.0, 3.0])
+    )
     assert given.model.hierarchy.same_shape(taxonomy)
 
 
@@ -96,15 +90,17 @@ def test_tune_rejects_bad_settings(train: tuple[np.ndarray, np.ndarray]) -> None
         ({"builder": "given"}, "taxonomy"),
         ({"val_share": 0.0}, "val_share"),
     ):
+        fit = {k: v for k, v in kwargs.items() if k == "builder"}  # the rest are tuning settings
+        rest = {k: v for k, v in kwargs.items() if k not in fit}
         with pytest.raises(InputError, match=match):
-            tune(x, y, **kwargs)  # type: ignore[arg-type]
+            tune(x, y, fit=FitSettings(**fit), settings=TuneSettings(**rest))  # type: ignore[arg-type]
 
 
 def test_eval_tuning_never_sees_the_queries(
     train: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """prepare_methods hands tune() the training points only; the choice does not depend on queries."""
-    import hierqdrant.evaluation.tune as tune_module
+    import hierqdrant.evaluation.tuning as tune_module
 
     x, y = train
     base = HierarchyModel.fit(x, y, threshold=0.3, alpha=3.0)

@@ -22,7 +22,7 @@ from hierqdrant.store.engines import (
     as_engine,
     connect,
 )
-from hierqdrant.store.engines.edge import edge_request
+from hierqdrant.store.engines.edge_convert import edge_request
 
 DIM = 8
 # A 3-level tree: leaves 0..5, middle nodes 6 (leaves 0, 1), 7 (2, 3), 8 (4, 5), root 9.

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
@@ -11,7 +17,7 @@ from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.store.collection import create_collection, point_id, upsert_points
 from hierqdrant.store.engines import EdgeEngine, QdrantEngine
-from hierqdrant.store.search import HierarchicalSearcher
+from hierqdrant.store.search import HierarchicalSearcher, SearchHit
 
 K = 12  # leaves; tree: root → 2 groups → 2 families each → 3 leaves each (heights 0, 1, 2, 3)
 
@@ -142,6 +148,17 @@ def test_every_step_of_auto_equals_brute_force(engine, data, auto_cosine) -> Non
             assert s.rings_alone == 0  # nothing to prove it with (no rings) or not tried
 
 
+def test_auto_at_zero_alpha_with_every_candidate_in_the_rings(engine, data) -> None:
+    # At α = 0 with m = 1 the cosine candidates often all lie in the rings: nothing is left to read, and
+    # the engines that refuse a read of zero ids (limit 0) must not be sent one; the answer stays exact.
+    searcher = HierarchicalSearcher(engine, "pts", oversample=1, auto_rings=2, auto_cosine=True, exact=True)
+    results = searcher.search_batch(data["queries"], 5, alpha=0.0)
+    for q, hits in zip(data["queries"], results, strict=True):
+        assert_same_ranking(hits, *brute_force(data, q, 5, 0.0))
+    s = searcher.stats
+    assert s.certified + s.fallbacks == len(data["queries"])
+
+
 def test_auto_proves_large_alpha_with_the_rings_alone(engine, data) -> None:
     searcher = HierarchicalSearcher(engine, "pts", auto_rings=1, auto_cosine=False, exact=True)
     searcher.search_batch(data["queries"], 5, alpha=4.0)
@@ -162,7 +179,7 @@ def test_auto_stops_trying_the_rings_alone_when_they_do_not_prove(engine, data) 
     searcher = HierarchicalSearcher(engine, "pts", auto_rings=1, exact=True)
     for q in data["queries"][:4]:
         searcher.search(q, 10, alpha=0.0)  # at α = 0 the rings never prove an answer alone
-    assert searcher._rings_alone < 0.9
+    assert searcher.policy.state().rings_alone < 0.9
     before = searcher.stats.rings_alone
     for q in np.concatenate([data["queries"]] * 3):
         searcher.search(q, 5, alpha=4.0)  # the rings would have proved these: it goes back to them
@@ -249,3 +266,106 @@ def test_mismatched_model_and_missing_collection_are_refused(engine, data) -> No
         searcher.search(np.ones(5), 3)
     with pytest.raises(InputError, match="strategy"):
         searcher.search(data["queries"][0], 3, strategy="magic")  # type: ignore[arg-type]
+
+
+def test_hit_to_dict(engine, data) -> None:
+    searcher = HierarchicalSearcher(engine, "pts", exact=True)
+    hit = searcher.search(data["queries"][0], 1, explain=True)[0]
+    d = hit.to_dict()
+    assert list(d) == ["id", "distance", "cosine", "lca", "lca_height", "leaf", "payload", "explanation"]
+    assert d["explanation"] == hit.explanation and d["payload"] == hit.payload and d["id"] == hit.id
+    assert "explanation" not in hit.to_dict(explanation=False)
+    plain = SearchHit(id="a", distance=0.5, cosine=0.5, lca=3, lca_height=1, leaf=None, payload={})
+    assert "explanation" not in plain.to_dict()
+    json.dumps(d, allow_nan=False)  # plain JSON values
+
+
+# One searcher shared by the threads of a web app: answers alone cannot show a race (auto falls back to
+# exact), so the statistics and the adaptive state are checked as well.
+THREADS = 8
+
+
+def _shared_calls(n_queries: int) -> list[tuple[str, float, int, int, int, float]]:
+    """(strategy, alpha, k, first query, number of queries, oversample): single queries and batches, at αs
+    where the rings alone prove answers (4.0) and where they do not (0.0), oversample 1 forcing fallbacks
+    (so the ring count grows) — every adaptive path of auto, plus the other strategies."""
+    calls = []
+    for alpha in (0.0, 4.0, 0.3, 1.5):
+        for k in (1, 5, 10):
+            calls.append(("auto", alpha, k, 0, n_queries, 2.0))
+            calls.extend(("auto", alpha, k, i, 1, 1.0 if i % 3 == 0 else 2.0) for i in range(0, n_queries, 2))
+    calls += [("exact", 1.5, 5, 0, n_queries, 2.0), ("rerank", 1.5, 5, 0, 4, 2.0), ("formula", 0.3, 5, 0, 4, 2.0)]
+    return calls
+
+
+def test_one_searcher_shared_by_8_threads(tmp_path: Path, data) -> None:
+    engine = EdgeEngine(tmp_path)
+    _fill(engine, "pts", data)
+    queries = data["queries"]
+    calls = _shared_calls(len(queries))
+
+    def run(searcher: HierarchicalSearcher, call: tuple[str, float, int, int, int, float]):
+        strategy, alpha, k, a, n, m = call
+        return searcher.search_batch(queries[a : a + n], k, strategy=strategy, alpha=alpha, oversample=m)  # type: ignore[arg-type]
+
+    serial = HierarchicalSearcher(engine, "pts", exact=True)
+    expected = [run(serial, c) for c in calls]
+
+    shared = HierarchicalSearcher(engine, "pts", exact=True)
+    policy = shared.policy
+    height = data["model"].tree_height
+    start = threading.Barrier(THREADS)
+    done = threading.Event()
+    seen: list[str] = []
+
+    def watch() -> None:  # the state and the counters are consistent at every moment, not only at the end
+        last_rings = 1
+        while not done.is_set():
+            st, stats = policy.state(), shared.stats
+            if not (last_rings <= st.rings <= max(1, height) and 0.0 <= st.rings_alone <= 1.0):
+                seen.append(f"invalid state {st}")
+            if stats.certified + stats.fallbacks > stats.by_strategy.get("auto", 0):
+                seen.append(f"more auto answers than auto queries: {stats}")
+            last_rings = st.rings
+
+    def worker(t: int) -> list[tuple[int, list]]:
+        order = [(i + t) % len(calls) for i in range(len(calls))]  # each thread its own order
+        if t % 2:
+            order.reverse()
+        start.wait()
+        return [(i, run(shared, calls[i])) for i in order]
+
+    watcher = threading.Thread(target=watch)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so unguarded state would race
+    try:
+        watcher.start()
+        with ThreadPoolExecutor(THREADS) as pool:
+            results = [f.result() for f in [pool.submit(worker, t) for t in range(THREADS)]]
+    finally:
+        sys.setswitchinterval(switch)
+        done.set()
+        watcher.join()
+        engine.close()
+
+    assert seen == []
+    for per_thread in results:
+        assert len(per_thread) == len(calls)
+        for i, got in per_thread:
+            assert len(got) == len(expected[i])
+            for hits, want in zip(got, expected[i], strict=True):
+                assert_same_ranking(hits, [h.id for h in want], np.asarray([h.distance for h in want]))
+    stats = shared.stats
+    sent = THREADS * sum(len(queries[a : a + n]) for _, _, _, a, n, _ in calls)
+    assert stats.queries == sent
+    assert sum(stats.by_strategy.values()) == sent
+    for strategy in ("auto", "exact", "rerank", "formula"):
+        want = THREADS * sum(len(queries[a : a + n]) for s, _, _, a, n, _ in calls if s == strategy)
+        assert stats.by_strategy[strategy] == want
+    assert stats.certified + stats.fallbacks == stats.by_strategy["auto"]
+    assert 0 < stats.rings_alone <= stats.certified
+    assert stats.reads <= stats.by_strategy["auto"] and stats.fallbacks > 0
+    st = policy.state()
+    assert 1 <= st.rings <= max(1, height) and 0.0 <= st.rings_alone <= 1.0
+    assert st.rings > 1  # the fallbacks made it grow, as in the serial run
+    assert serial.policy.state().rings > 1

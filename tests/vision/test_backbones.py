@@ -1,10 +1,13 @@
-"""Backbones: CIFAR ResNets, checkpoints, torchvision models (offline), the pixels extractor."""
+"""Backbones: CIFAR ResNets, checkpoints, torchvision models (offline), the pixels extractor.
+
+Covers hierqdrant.vision.backbones and the modules it builds on: checkpoints, torchvision_weights,
+preprocessing.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +18,11 @@ import torchvision
 from PIL import Image
 
 from hierqdrant.core.errors import InputError, ModelMismatchError, NotFoundError
-from hierqdrant.vision import backbones
-from hierqdrant.vision.backbones import (
-    available_backbones,
-    backbone_from_description,
-    load_backbone,
-    read_checkpoint,
-)
+from hierqdrant.vision import backbones, torchvision_weights
+from hierqdrant.vision.backbones import available_backbones, backbone_from_description, load_backbone
+from hierqdrant.vision.checkpoints import file_sha256, read_checkpoint
 from hierqdrant.vision.cifar_resnet import CifarResNet, cifar_resnet20, cifar_resnet56
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from hierqdrant.vision.preprocessing import ImageTransform
 
 
 def _save_akamaster_style(model: CifarResNet, path: Path) -> Path:
@@ -102,7 +93,7 @@ def test_cifar_checkpoint_with_module_prefix_loads_strictly(tmp_path: Path) -> N
     desc = bb.description()
     json.dumps(desc)
     assert desc["weights"] == "resnet20-test.th"  # file name only, no directory
-    assert desc["weights_sha256"] == backbones._sha256(path)
+    assert desc["weights_sha256"] == file_sha256(path)
     assert (desc["image_size"], desc["feature_dim"], desc["name"]) == (32, 64, "cifar_resnet20")
     assert desc["mean"] == [0.485, 0.456, 0.406] and desc["std"] == [0.229, 0.224, 0.225]
 
@@ -180,7 +171,7 @@ def test_torchvision_random_init_cuts_the_final_linear() -> None:
 def test_image_transform_split_is_exact() -> None:
     """workers: resize + crop to uint8; device: (x / 255 − mean) / std — bit-identical to the whole."""
     tf = load_backbone("resnet18", image_size=48).transform
-    assert isinstance(tf, backbones.ImageTransform)
+    assert isinstance(tf, ImageTransform)
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
     u8 = tf.to_uint8(img)
@@ -220,7 +211,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         calls.append(url)
         raise OSError("download attempted in a test")
 
-    monkeypatch.setattr(backbones.socket, "create_connection", no_connection)
+    monkeypatch.setattr(torchvision_weights.socket, "create_connection", no_connection)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     return calls
 
@@ -241,7 +232,7 @@ def test_torchvision_download_failure(monkeypatch: pytest.MonkeyPatch, tmp_path:
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(backbones.socket, "create_connection", lambda *a, **k: _Sock())
+    monkeypatch.setattr(torchvision_weights.socket, "create_connection", lambda *a, **k: _Sock())
     with pytest.raises(InputError) as err:
         load_backbone("resnet18", "IMAGENET1K_V1")
     assert "--weights PATH" in str(err.value) and len(calls) == 1
@@ -330,3 +321,24 @@ def test_description_roundtrip(tmp_path: Path) -> None:
         torch.testing.assert_close(rebuilt.module(x), rnd.module(x))
     px = backbone_from_description(load_backbone("pixels", image_size=5).description())
     assert px.feature_dim == 25
+
+
+def test_torchvision_description_with_a_local_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Offline, a local file stands in for torchvision weights only when its sha256 has the published prefix."""
+    _offline(monkeypatch, tmp_path)
+    enum = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    prefix = torchvision_weights.hash_prefix(enum.url)
+    assert prefix is not None and prefix in Path(enum.url).name
+    assert torchvision_weights.hash_prefix("https://example.org/weights.pth") is None
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), tmp_path / "not-the-published.pth")
+    desc = {
+        "name": "mobilenet_v3_small",
+        "weights": "DEFAULT",
+        "weights_kind": "torchvision",
+        "weights_resolved": str(enum),
+        "image_size": 224,
+        "feature_dim": 1024,
+        "num_classes": 1000,
+    }
+    with pytest.raises(ModelMismatchError, match="not the file of the torchvision weights"):
+        backbone_from_description(desc, str(tmp_path / "not-the-published.pth"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,6 @@ from rich.console import Console
 from hierqdrant.core.errors import InputError
 from hierqdrant.vision.backbones import load_backbone
 from hierqdrant.vision.extract import Extracted, extract_features, resolve_device
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _good_images(folder: Path, n: int, size: int = 32) -> list[Path]:

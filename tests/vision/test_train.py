@@ -11,7 +11,7 @@ import torch
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.vision import load_backbone
-from hierqdrant.vision.train import TrainConfig, class_embeddings, last_path, split_train_val, train
+from hierqdrant.vision.train import TrainConfig, class_embeddings, last_path, train
 from tests.cli.test_cli_ingest import make_folder
 
 
@@ -36,14 +36,6 @@ def test_class_embeddings_have_the_tree_similarity() -> None:
     assert phi.shape == (5, 5)
     np.testing.assert_allclose(phi @ phi.T, 1 - tree.lca_height_matrix() / 3, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(phi, axis=1), 1.0)
-
-
-def test_stratified_split_keeps_every_class_in_training() -> None:
-    labels = np.array([0] * 10 + [1] * 5 + [2])
-    tr, va = split_train_val(labels, 0.2, seed=0)
-    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(16))
-    assert np.bincount(labels[va], minlength=3).tolist() == [2, 1, 0]
-    assert set(labels[tr]) == {0, 1, 2}
 
 
 def test_train_checkpoint_loads_resumes_and_feeds_ingest(tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime, timezone
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from qdrant_client import models
 
-from hierqdrant.core.errors import InputError
+from hierqdrant.core.errors import InputError, NotFoundError
 
 SIDECAR_SUFFIX = "--hq-model"
 """Suffix of the server engine's sidecar collection that holds a collection's fitted model."""
@@ -30,6 +31,7 @@ SIDECAR_SUFFIX = "--hq-model"
 METADATA_KEY = "hierqdrant"
 """Key of the info dict inside Qdrant collection metadata."""
 
+_E = TypeVar("_E", bound="EngineBase")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 
@@ -165,6 +167,187 @@ class Engine(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the checks and loops both engines share
+
+
+class EngineBase:
+    """What both engines do alike: argument checks, batching, grouping and error wording.
+
+    Not part of the :class:`Engine` protocol (a third-party engine needs only the protocol). A subclass
+    sets :attr:`kind`, :attr:`location` and :attr:`place`, implements the protocol's remaining methods
+    and the hooks ``_create``, ``_upsert_batch``, ``_set_payload_groups``, ``_stored_ids`` and
+    ``_write_model``; :meth:`_after_write` (a no-op here) makes writes durable.
+    """
+
+    kind: str
+    location: str
+    place: str = "at"
+    """Preposition before :attr:`location` in messages: "in" a data dir, "at" a URL."""
+    not_found_hint: str = "check the name (hierqdrant collections)"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    def __enter__(self: _E) -> _E:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release resources (engines override)."""
+
+    def exists(self, name: str) -> bool:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+    def vector_size(self, name: str) -> int:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+    def _not_found(self, name: str) -> NotFoundError:
+        return NotFoundError(f"collection {name!r} not found {self.place} {self.location}", self.not_found_hint)
+
+    def _after_write(self, name: str) -> None:
+        """Make the writes of an ``upsert`` / ``set_payload`` durable (the embedded engine flushes)."""
+
+    # -- the protocol's methods, written once ---------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        dim: int,
+        *,
+        integer_index: Sequence[str] = (),
+        keyword_index: Sequence[str] = (),
+        hnsw_m: int | None = None,
+        hnsw_ef_construct: int | None = None,
+    ) -> None:
+        """Create a cosine collection of ``dim``-d vectors with integer/keyword payload indexes."""
+        check_collection_name(name)
+        dim = check_dim(dim)
+        check_hnsw(hnsw_m, hnsw_ef_construct)
+        if self.exists(name):
+            raise InputError(
+                f"collection {name!r} already exists {self.place} {self.location}",
+                "delete it first or choose another name",
+            )
+        self._create(name, dim, list(integer_index), list(keyword_index), hnsw_m, hnsw_ef_construct)
+
+    def _create(
+        self,
+        name: str,
+        dim: int,
+        integer_index: list[str],
+        keyword_index: list[str],
+        hnsw_m: int | None,
+        hnsw_ef_construct: int | None,
+    ) -> None:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        batch_size: int = 1024,
+    ) -> None:
+        """Check the points once, then upsert them ``batch_size`` at a time; durable on return."""
+        check_batch_size(batch_size)
+        arr = check_points(ids, vectors, payloads, self.vector_size(name))
+        for a in range(0, len(ids), batch_size):
+            b = a + batch_size
+            self._upsert_batch(name, ids[a:b], arr[a:b], payloads[a:b])
+        self._after_write(name)
+
+    def _upsert_batch(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+    def set_payload(
+        self,
+        name: str,
+        ids: Sequence[str],
+        values: Sequence[Any],
+        *,
+        key: str,
+        batch_size: int = 1024,
+    ) -> None:
+        """``payload[key] = values[i]`` for each id; per batch, ids sharing a value go in one operation."""
+        check_batch_size(batch_size)
+        if len(ids) != len(values):
+            raise InputError(f"got {len(ids)} ids and {len(values)} values", "pass one value per id")
+        parent, leaf = split_key(key)
+        for a in range(0, len(ids), batch_size):
+            b = a + batch_size
+            groups = group_by_value(check_ids(ids[a:b]), values[a:b])
+            self._set_payload_groups(name, key, parent, [({leaf: v}, g) for v, g in groups])
+        self._after_write(name)
+
+    def _set_payload_groups(
+        self, name: str, key: str, parent: str | None, groups: list[tuple[dict[str, Any], list[Any]]]
+    ) -> None:  # pragma: no cover - every engine overrides it
+        """Set each ``(payload, point ids)`` group under the nested ``parent`` key (``key`` for messages)."""
+        raise NotImplementedError
+
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` (as given) are stored, asked 1024 at a time."""
+        found: set[str] = set()
+        for a in range(0, len(ids), 1024):
+            chunk = list(ids[a : a + 1024])
+            by_canon = {canon(i): i for i in chunk}
+            found.update(by_canon[c] for c in map(canon, self._stored_ids(name, chunk)) if c in by_canon)
+        return found
+
+    def _stored_ids(self, name: str, ids: list[str]) -> list[Any]:  # pragma: no cover - engines override
+        """The ids among ``ids`` that are stored, in the engine's own form."""
+        raise NotImplementedError
+
+    def write_model(self, name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
+        """Check the file names, contents and info, then store them (replacing any model)."""
+        self._write_model(name, check_model_files(files), check_info(info))
+
+    def _write_model(
+        self, name: str, files: dict[str, bytes], info: dict[str, Any]
+    ) -> None:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+
+def hits_of(points: Any) -> list[Hit]:
+    """:class:`Hit` objects from an engine's scored points (``id``, ``score``, ``payload``)."""
+    return [Hit(str(p.id), float(p.score), p.payload or {}) for p in points]
+
+
+def group_by_value(ids: Sequence[Any], values: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
+    """``(value, ids having it)`` for each distinct JSON value, in first-seen order (values made plain)."""
+    groups: dict[str, tuple[Any, list[Any]]] = {}
+    for i, v in zip(ids, values, strict=True):
+        groups.setdefault(json_key(v), (v, []))[1].append(i)
+    return [(plain_json(v), g) for v, g in groups.values()]
+
+
+def corrupt_model(name: str, fname: str, why: str) -> InputError:
+    """The error for a stored model file that is missing, truncated or altered."""
+    return InputError(
+        f"stored model of collection {name!r} is corrupt: {fname!r} ({why})",
+        f"rebuild the collection (hierqdrant ingest <images> -c {name} --recreate) or restore a backup",
+    )
+
+
+def check_model_file(name: str, fname: str, data: bytes, size: int, sha256: str) -> bytes:
+    """``data`` if it has the recorded size and sha256, else the corrupt-model error."""
+    if len(data) != size or sha256_hex(data) != sha256:
+        raise corrupt_model(name, fname, "sha256 mismatch")
+    return data
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the timestamps of stored models)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # helpers shared by both engines
 
 
@@ -278,6 +461,19 @@ def canonical_id(pid: str | int | uuid.UUID) -> str:
         return str(uuid.UUID(p))
     except ValueError as e:
         raise InputError(f"invalid point id {pid!r}", "use UUID strings (or unsigned integers)") from e
+
+
+def canon(pid: Any) -> str:
+    """A lenient :func:`canonical_id` for matching ids: the canonical form where there is one, else ``str``."""
+    if isinstance(pid, (int, np.integer)) and not isinstance(pid, bool):
+        return str(int(pid))
+    s = str(pid)
+    if s.isdigit():
+        return str(int(s))
+    try:
+        return str(uuid.UUID(s))
+    except ValueError:
+        return s
 
 
 def check_ids(ids: Sequence[str]) -> list[str | int]:

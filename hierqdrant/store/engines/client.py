@@ -19,9 +19,8 @@ import base64
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,20 +32,17 @@ from hierqdrant.core.errors import EngineError, HierqdrantError, InputError, Not
 from hierqdrant.store.engines.base import (
     METADATA_KEY,
     SIDECAR_SUFFIX,
+    EngineBase,
     Hit,
     Record,
     check_batch_size,
-    check_collection_name,
-    check_dim,
-    check_hnsw,
     check_ids,
-    check_info,
-    check_model_files,
-    check_points,
-    json_key,
+    check_model_file,
+    corrupt_model,
+    hits_of,
     plain_json,
     sha256_hex,
-    split_key,
+    utc_now,
 )
 
 __all__ = ["QdrantEngine", "safe_url"]
@@ -99,7 +95,7 @@ def _server_message(e: UnexpectedResponse) -> str:
     return str(msg).splitlines()[0]
 
 
-class QdrantEngine:
+class QdrantEngine(EngineBase):
     """Engine over a ``QdrantClient`` (server, cloud, cluster, or local mode ``":memory:"`` / ``path=...``).
 
     ``client`` is kept as :attr:`client`. In local mode payload indexes are accepted but have no effect
@@ -107,6 +103,7 @@ class QdrantEngine:
     """
 
     kind = "qdrant"
+    not_found_hint = "check the name (hierqdrant collections) or --url"
     model_chunk_bytes = 3 * 1024 * 1024
     """Raw bytes per sidecar chunk point (base64 makes it 4 MiB)."""
     optimize_timeout = 3600.0
@@ -119,15 +116,6 @@ class QdrantEngine:
         loc, self.local = _describe(client)
         self.location = safe_url(location) if location and "://" in location else (location or loc)
         self._version: tuple[int, ...] | None = None
-
-    def __repr__(self) -> str:
-        return f"QdrantEngine({self.location!r})"
-
-    def __enter__(self) -> QdrantEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- errors ------------------------------------------------------------------------------------------
 
@@ -186,12 +174,6 @@ class QdrantEngine:
                     ) from None
             raise
 
-    def _not_found(self, name: str) -> NotFoundError:
-        return NotFoundError(
-            f"collection {name!r} not found at {self.location}",
-            "check the name (hierqdrant collections) or --url",
-        )
-
     def ping(self) -> None:
         """Check that the server answers (and accepts the API key); raise ``EngineError`` otherwise."""
         with self._errors("list collections"):
@@ -222,25 +204,16 @@ class QdrantEngine:
         with self._errors("check the collection", name):
             return bool(self.client.collection_exists(name))
 
-    def create(
+    def _create(
         self,
         name: str,
         dim: int,
-        *,
-        integer_index: Sequence[str] = (),
-        keyword_index: Sequence[str] = (),
-        hnsw_m: int | None = None,
-        hnsw_ef_construct: int | None = None,
+        integer_index: list[str],
+        keyword_index: list[str],
+        hnsw_m: int | None,
+        hnsw_ef_construct: int | None,
     ) -> None:
         """Create a cosine collection with INTEGER / KEYWORD payload indexes; drops a stale model sidecar."""
-        check_collection_name(name)
-        dim = check_dim(dim)
-        check_hnsw(hnsw_m, hnsw_ef_construct)
-        if self.exists(name):
-            raise InputError(
-                f"collection {name!r} already exists at {self.location}",
-                "delete it first or choose another name",
-            )
         hnsw = None
         if hnsw_m is not None or hnsw_ef_construct is not None:
             hnsw = models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
@@ -290,71 +263,41 @@ class QdrantEngine:
 
     # -- points ------------------------------------------------------------------------------------------
 
-    def upsert(
-        self,
-        name: str,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        payloads: Sequence[dict[str, Any]],
-        *,
-        batch_size: int = 1024,
+    def _upsert_batch(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
     ) -> None:
-        """Upsert ``models.Batch`` requests of ``batch_size`` points, each acknowledged (``wait=True``)."""
-        check_batch_size(batch_size)
-        arr = check_points(ids, vectors, payloads, self.vector_size(name))
-        for a in range(0, len(ids), batch_size):
-            batch = models.Batch(
-                ids=list[Any](check_ids(ids[a : a + batch_size])),
-                vectors=arr[a : a + batch_size].tolist(),
-                payloads=[plain_json(p) for p in payloads[a : a + batch_size]],
-            )
-            with self._errors("upsert", name):
-                self.client.upsert(name, points=batch, wait=True)
+        """One ``models.Batch`` upsert, acknowledged (``wait=True``)."""
+        batch = models.Batch(
+            ids=list[Any](check_ids(ids)),
+            vectors=vectors.tolist(),
+            payloads=[plain_json(p) for p in payloads],
+        )
+        with self._errors("upsert", name):
+            self.client.upsert(name, points=batch, wait=True)
 
-    def set_payload(
-        self,
-        name: str,
-        ids: Sequence[str],
-        values: Sequence[Any],
-        *,
-        key: str,
-        batch_size: int = 1024,
+    def _set_payload_groups(
+        self, name: str, key: str, parent: str | None, groups: list[tuple[dict[str, Any], list[Any]]]
     ) -> None:
-        """``payload[key] = values[i]``: one ``batch_update_points`` call per batch, ids grouped by value."""
-        check_batch_size(batch_size)
-        if len(ids) != len(values):
-            raise InputError(f"got {len(ids)} ids and {len(values)} values", "pass one value per id")
-        parent, leaf = split_key(key)
-        for a in range(0, len(ids), batch_size):
-            groups: dict[str, tuple[Any, list[Any]]] = {}
-            for i, v in zip(check_ids(ids[a : a + batch_size]), values[a : a + batch_size], strict=True):
-                groups.setdefault(json_key(v), (plain_json(v), []))[1].append(i)
-            ops = [
-                models.SetPayloadOperation(
-                    set_payload=models.SetPayload(payload={leaf: v}, points=g, key=parent)
-                )
-                for v, g in groups.values()
-            ]
-            with self._errors("set payload", name):
-                try:
-                    self.client.batch_update_points(name, ops, wait=True)
-                except KeyError as e:  # local mode's way of saying a point is missing
-                    raise NotFoundError(
-                        f"no point with id {e.args[0] if e.args else '?'} in collection {name!r}",
-                        "upsert the point first",
-                    ) from None
+        """One ``batch_update_points`` call for the batch's groups."""
+        ops = [
+            models.SetPayloadOperation(set_payload=models.SetPayload(payload=payload, points=g, key=parent))
+            for payload, g in groups
+        ]
+        with self._errors("set payload", name):
+            try:
+                self.client.batch_update_points(name, ops, wait=True)
+            except KeyError as e:  # local mode's way of saying a point is missing
+                raise NotFoundError(
+                    f"no point with id {e.args[0] if e.args else '?'} in collection {name!r}",
+                    "upsert the point first",
+                ) from None
 
-    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are stored (batched retrieve without payload or vectors)."""
-        found: set[str] = set()
-        for a in range(0, len(ids), 1024):
-            chunk = list(ids[a : a + 1024])
-            pids = check_ids(chunk)
-            by_canon = {_canon(p): orig for p, orig in zip(pids, chunk, strict=True)}
-            with self._errors("retrieve", name):
-                recs = self.client.retrieve(name, pids, with_payload=False, with_vectors=False)
-            found.update(by_canon[_canon(r.id)] for r in recs if _canon(r.id) in by_canon)
-        return found
+    def _stored_ids(self, name: str, ids: list[str]) -> list[Any]:
+        """A retrieve without payload or vectors."""
+        pids = check_ids(ids)
+        with self._errors("retrieve", name):
+            recs = self.client.retrieve(name, pids, with_payload=False, with_vectors=False)
+        return [r.id for r in recs]
 
     def scroll(
         self,
@@ -406,7 +349,7 @@ class QdrantEngine:
             # local mode is always exact: its warning that search params have no effect is noise here
             warnings.filterwarnings("ignore", message="Local mode performs exact")
             responses = self.client.query_batch_points(name, requests=list(requests))
-        return [[Hit(str(p.id), float(p.score), p.payload or {}) for p in r.points] for r in responses]
+        return [hits_of(r.points) for r in responses]
 
     def optimize(self, name: str) -> None:
         """Wait until the server's optimizers are done (status green); nudge a grey collection once.
@@ -452,10 +395,8 @@ class QdrantEngine:
             return False  # an older server (or proxy) without metadata: the sidecar manifest has the info
         return True
 
-    def write_model(self, name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
+    def _write_model(self, name: str, files: dict[str, bytes], info: dict[str, Any]) -> None:
         """Store the model in the sidecar collection and the info dict in the collection metadata."""
-        files = check_model_files(files)
-        info = check_info(info)
         if not self.exists(name):
             raise self._not_found(name)
         side = name + SIDECAR_SUFFIX
@@ -500,7 +441,7 @@ class QdrantEngine:
                 "chunk_bytes": chunk,
                 "files": manifest_files,
                 "info": info,
-                "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "written": utc_now(),
             }
             self.client.upsert(
                 side, points=[models.PointStruct(id=_MANIFEST_ID, vector=[1.0], payload=manifest)], wait=True
@@ -526,7 +467,7 @@ class QdrantEngine:
             return None
         payload = recs[0].payload or {}
         if payload.get("format") != _SIDECAR_FORMAT or not isinstance(payload.get("files"), dict):
-            raise _corrupt(name, "manifest", "unknown format")
+            raise corrupt_model(name, "manifest", "unknown format")
         return payload
 
     def read_model(self, name: str) -> tuple[dict[str, bytes], dict[str, Any]] | None:
@@ -547,7 +488,7 @@ class QdrantEngine:
                 for f, r in manifest["files"].items()
             ]
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise _corrupt(name, "manifest", "unreadable file list") from None
+            raise corrupt_model(name, "manifest", "unreadable file list") from None
         for fname, n, size, sha in entries:
             ids = [_chunk_id(gen, fname, k) for k in range(n)]
             parts: dict[int, bytes] = {}
@@ -561,13 +502,10 @@ class QdrantEngine:
                     try:
                         parts[int(p["index"])] = base64.b64decode(p["data"], validate=True)
                     except (KeyError, ValueError, TypeError):
-                        raise _corrupt(name, fname, "unreadable chunk") from None
+                        raise corrupt_model(name, fname, "unreadable chunk") from None
             if len(parts) != n:
-                raise _corrupt(name, fname, f"{n - len(parts)} of {n} chunks missing")
-            data = b"".join(parts[k] for k in range(n))
-            if len(data) != size or sha256_hex(data) != sha:
-                raise _corrupt(name, fname, "sha256 mismatch")
-            files[fname] = data
+                raise corrupt_model(name, fname, f"{n - len(parts)} of {n} chunks missing")
+            files[fname] = check_model_file(name, fname, b"".join(parts[k] for k in range(n)), size, sha)
         return files, dict(manifest.get("info") or {})
 
     def read_info(self, name: str) -> dict[str, Any] | None:
@@ -590,23 +528,8 @@ def _chunk_id(gen: str, fname: str, k: int) -> str:
     return str(uuid.uuid5(_NS, f"{gen}/{fname}/{k}"))
 
 
-def _canon(pid: Any) -> str:
-    if isinstance(pid, int):
-        return str(pid)
-    try:
-        return str(uuid.UUID(str(pid)))
-    except ValueError:
-        return str(pid)
-
-
 def _unnamed(v: Any) -> Any:
     if isinstance(v, dict):
         return v.get("")
     return v
 
-
-def _corrupt(name: str, fname: str, why: str) -> InputError:
-    return InputError(
-        f"stored model of collection {name!r} is corrupt: {fname!r} ({why})",
-        "write the model again (hierqdrant fit / ingest)",
-    )

@@ -14,19 +14,21 @@ is scored on the validation images with one of two protocols:
   an ingested collection);
 * ``loo`` — leave-one-out within the validation images (the paper's protocol on a test set).
 
-The cosine similarities do not depend on t or α: :func:`hierqdrant.evaluation.evaluate.evaluate_arrays` computes
-them once per chunk of queries and scores the whole grid from them. The best (t, α) maximises
+The cosine similarities do not depend on t or α: :func:`hierqdrant.evaluation.ranking.evaluate_arrays`
+computes them once per chunk of queries and scores the whole grid from them. The best (t, α) maximises
 ``metric`` (ties: the first in grid order, i.e. the smaller t, then the smaller α). The returned model
 is then fitted on *all* the given items with that t and α, and records the search in
 ``model.info["tuning"]``. Nothing here reads the evaluation queries: the caller passes training data only.
+
+:func:`prepare_methods` builds the methods of an evaluation, tuned this way when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,24 +38,49 @@ from hierqdrant.core.features import check_features, check_labels
 from hierqdrant.core.gaussian import Gaussians
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel, check_alpha
-from hierqdrant.evaluation.evaluate import Items, Method, Scoring, evaluate_arrays, parse_metric
+from hierqdrant.core.settings import FitSettings
+from hierqdrant.core.splits import stratified_split
+from hierqdrant.evaluation.items import Items
+from hierqdrant.evaluation.methods import HIERARCHICAL, Method, build_methods, check_method_names, overlap_threshold
+from hierqdrant.evaluation.ranking import evaluate_arrays
+from hierqdrant.evaluation.scoring import Scoring, parse_metric
 
 __all__ = [
     "DEFAULT_ALPHAS",
     "DEFAULT_THRESHOLDS",
     "PROTOCOLS",
+    "Protocol",
     "TuneResult",
     "TuneRow",
+    "TuneSettings",
     "check_grids",
     "check_tune_metric",
-    "split_validation",
+    "prepare_methods",
     "tune",
 ]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
+#: ``split``: validation queries against the fit part; ``loo``: leave-one-out within the validation items.
+Protocol = Literal["split", "loo"]
 PROTOCOLS: tuple[str, ...] = ("split", "loo")
 TUNABLE: tuple[str, ...] = ("map", "map@r", "p@1", "mahp")
+#: The validation split keeps two items of every class in the fit part: a Gaussian needs a spread.
+MIN_FIT_PER_CLASS = 2
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How t and α are chosen: the metric, the grids (None: the default grids), the validation split
+    (``val_share``, ``seed``), the protocol and the cap on validation queries."""
+
+    metric: str = "map@r"
+    thresholds: Sequence[float] | None = None
+    alphas: Sequence[float] | None = None
+    val_share: float = 0.2
+    seed: int = 0
+    max_queries: int | None = 2000
+    protocol: Protocol = "split"
 
 
 @dataclass(frozen=True)
@@ -121,29 +148,6 @@ def _num(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def split_validation(labels: np.ndarray, val_share: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split → (fit indices, validation indices), both ascending.
-
-    Each class gives ``round(val_share · n_c)`` items to validation, but always keeps at least two in
-    the fit part (a Gaussian needs a spread) and gives none when it has fewer than three.
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    share = float(val_share)
-    if not 0.0 < share < 1.0:
-        raise InputError(f"val_share={val_share} must be between 0 and 1", "e.g. --val-share 0.2")
-    rng = np.random.default_rng(seed)
-    val: list[np.ndarray] = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        take = min(int(round(share * members.size)), members.size - 2)
-        if take > 0:
-            val.append(rng.choice(members, size=take, replace=False))
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
-    mask = np.ones(y.shape[0], dtype=bool)
-    mask[val_idx] = False
-    return np.flatnonzero(mask), val_idx
-
-
 def check_tune_metric(metric: str, scoring: Scoring | None = None) -> tuple[str, int | None]:
     """The (kind, k) of a metric that tuning can maximise, or an InputError naming the choices."""
     kind, k = parse_metric(metric)
@@ -170,50 +174,63 @@ def _check_grid(values: Sequence[float], what: str, check: Callable[[float], flo
     return out
 
 
+def _query_rows(n: int, max_queries: int | None, rng: np.random.Generator) -> np.ndarray:
+    """All ``n`` validation rows, or a seeded sample of ``max_queries`` of them (ascending)."""
+    rows = np.arange(n)
+    if max_queries is not None and rows.size > max_queries:
+        rows = np.sort(rng.choice(rows, size=int(max_queries), replace=False))
+    return rows
+
+
 def tune(
     features: np.ndarray,
     labels: np.ndarray,
     class_names: Sequence[str] | None = None,
     *,
-    builder: str = "overlap",
-    metric: str = "map@r",
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    val_share: float = 0.2,
-    seed: int = 0,
-    protocol: str = "split",
-    taxonomy: str | Path | Hierarchy | None = None,
-    leaf_from: str = "predicted",
+    fit: FitSettings | None = None,
+    settings: TuneSettings | None = None,
     base_model: HierarchyModel | None = None,
     projected: bool = False,
-    n_components: int | float | None = 0.95,
-    covariance: str = "ledoit-wolf",
-    max_queries: int | None = 2000,
     scoring: Scoring | None = None,
     extractor: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> TuneResult:
     """Grid-search t and α on a validation split of ``features`` / ``labels`` (training items only).
 
+    ``fit``: the builder (overlap: t and α are tuned; ward, given: α), its taxonomy, the leaf source
+    of database items, and PCA / covariance of a model fitted here (its t and α are not used).
+    ``settings``: the metric (``map@K``, ``map@r``, ``p@1``, or ``mahp@K`` with a ``scoring``
+    hierarchy), the grids, the split, the protocol; ``max_queries`` caps the validation queries (a
+    seeded subsample) to bound the cost.
     ``base_model``: keep its PCA (and class list) and refit only the class Gaussians and the tree —
     what a collection needs, whose stored vectors depend on the PCA (``features`` are then projected
-    vectors when ``projected=True``). Without it, PCA (``n_components``) and the Gaussians
-    (``covariance``) are fitted on the fit part, and the final model on all items.
-    ``max_queries`` caps the validation queries (a seeded subsample) to bound the cost.
-    ``metric``: ``map@K``, ``map@r``, ``p@1``, or ``mahp@K`` with a ``scoring`` hierarchy.
+    vectors when ``projected=True``). Without it, PCA and the Gaussians are fitted on the fit part, and
+    the final model on all items.
     """
+    fit = fit if fit is not None else FitSettings()
+    settings = settings if settings is not None else TuneSettings()
+    builder, metric, protocol = fit.builder, settings.metric, settings.protocol
+    val_share, seed, max_queries, leaf_from = settings.val_share, settings.seed, settings.max_queries, fit.leaf_from
     if builder not in builders.BUILDERS:
         raise InputError(f"unknown builder {builder!r}", f"use one of {', '.join(builders.BUILDERS)}")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown tuning protocol {protocol!r}", "use split or loo")
     kind, k = check_tune_metric(metric, scoring)
-    if builder == "given" and taxonomy is None:
+    if builder == "given" and fit.taxonomy is None:
         raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
     if max_queries is not None and int(max_queries) < 1:
         raise InputError(f"max_queries={max_queries} must be ≥ 1")
-    alpha_grid = _check_grid(alphas, "alphas", check_alpha)
+    alpha_grid = _check_grid(DEFAULT_ALPHAS if settings.alphas is None else settings.alphas, "alphas", check_alpha)
     t_grid: list[float | None] = (
-        list(_check_grid(thresholds, "thresholds", builders.check_threshold)) if builder == "overlap" else [None]
+        list(
+            _check_grid(
+                DEFAULT_THRESHOLDS if settings.thresholds is None else settings.thresholds,
+                "thresholds",
+                builders.check_threshold,
+            )
+        )
+        if builder == "overlap"
+        else [None]
     )
     x = check_features(features)
     names = list(class_names) if class_names is not None else None
@@ -221,7 +238,7 @@ def tune(
         names = base_model.class_names
     y = check_labels(labels, x.shape[0], len(names) if names is not None else None)
     num_classes = len(names) if names is not None else int(y.max()) + 1
-    fit_idx, val_idx = split_validation(y, val_share, seed)
+    fit_idx, val_idx = stratified_split(y, val_share, seed, min_per_class=MIN_FIT_PER_CLASS)
     if val_idx.size == 0:
         raise InputError(
             "the validation split is empty (every class has fewer than 3 items)", "add images or raise --val-share"
@@ -244,43 +261,28 @@ def tune(
             y[fit_idx],
             class_names=names,
             builder="ward",  # the tree is rebuilt per grid point below; ward is the cheapest to fit here
-            n_components=n_components,
-            covariance=covariance,
+            n_components=fit.pca,
+            covariance=fit.covariance,
         )
         z_fit, z_val = fit_model.transform(x[fit_idx]), fit_model.transform(x[val_idx])
     y_fit, y_val = y[fit_idx], y[val_idx]
 
     rng = np.random.default_rng([seed, 1])
+    q_rows = _query_rows(val_idx.size, max_queries, rng)
     if protocol == "split":
-        q_rows = np.arange(val_idx.size)
-        if max_queries is not None and q_rows.size > max_queries:
-            q_rows = np.sort(rng.choice(q_rows, size=int(max_queries), replace=False))
         database = Items(z_fit, y_fit, [f"f{i}" for i in range(z_fit.shape[0])])
         queries = Items(z_val[q_rows], y_val[q_rows], [f"v{i}" for i in q_rows])
     else:
         database = Items(z_val, y_val, [f"v{i}" for i in range(z_val.shape[0])])
-        q_rows = np.arange(val_idx.size)
-        if max_queries is not None and q_rows.size > max_queries:
-            q_rows = np.sort(rng.choice(q_rows, size=int(max_queries), replace=False))
         queries = database.subset(q_rows)
 
+    no_points, no_labels = np.zeros((0, fit_model.dims)), np.zeros(0, np.int64)
     trees: list[tuple[float | None, HierarchyModel]] = []
     for t in t_grid:
         if builder == "overlap":
             trees.append((t, fit_model.refit_tree(z_fit, y_fit, builder="overlap", threshold=t)))
-        elif builder == "ward":
-            trees.append(
-                (None, fit_model.refit_tree(np.zeros((0, fit_model.dims)), np.zeros(0, np.int64), builder="ward"))
-            )
         else:
-            trees.append(
-                (
-                    None,
-                    fit_model.refit_tree(
-                        np.zeros((0, fit_model.dims)), np.zeros(0, np.int64), builder="given", taxonomy=taxonomy
-                    ),
-                )
-            )
+            trees.append((None, fit_model.refit_tree(no_points, no_labels, builder=builder, taxonomy=fit.taxonomy)))
     # Database leaves: the same for every tree (the Gaussians are shared).
     if leaf_from == "label":
         database.leaves = database.labels.copy()
@@ -330,21 +332,11 @@ def tune(
             final = base_model.refit_tree(z_all_final, y, builder="overlap", threshold=best_t, alpha=best_a)
         else:
             final = base_model.refit_tree(
-                np.zeros((0, base_model.dims)), np.zeros(0, np.int64), builder=builder, taxonomy=taxonomy, alpha=best_a
+                np.zeros((0, base_model.dims)), no_labels, builder=builder, taxonomy=fit.taxonomy, alpha=best_a
             )
     else:
-        final = HierarchyModel.fit(
-            x,
-            y,
-            class_names=names,
-            builder=builder,
-            threshold=best_t if best_t is not None else 0.3,
-            alpha=best_a,
-            taxonomy=taxonomy,
-            n_components=n_components,
-            covariance=covariance,
-            extractor=extractor,
-        )
+        chosen = replace(fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a)
+        final = chosen.fit_model(x, y, class_names=names, extractor=extractor)
     record = {
         "metric": metric,
         "protocol": protocol,
@@ -378,3 +370,80 @@ def tune(
         val_share=float(val_share),
         seed=int(seed),
     )
+
+
+def prepare_methods(
+    names: Sequence[str],
+    base: HierarchyModel,
+    fit_z: np.ndarray | None,
+    fit_labels: np.ndarray | None,
+    *,
+    threshold: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    alpha: float | None = None,
+    alphas: Mapping[str, float] | None = None,
+    taxonomy: str | Path | Hierarchy | None = None,
+    tuning: TuneSettings | None = None,
+    protocol: Protocol | None = None,
+    leaf_from: str = "predicted",
+    scoring: Scoring | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[Method], dict[str, TuneResult]]:
+    """:func:`~hierqdrant.evaluation.methods.build_methods`, or with ``tuning`` the methods with t and α
+    chosen by :func:`tune` on a validation split of the *training* points ``fit_z`` / ``fit_labels``
+    (projected by ``base``, whose PCA is kept). A t or α given explicitly for a method is kept fixed
+    (its grid is that one value). ``protocol`` overrides ``tuning.protocol``. Returns the methods and
+    ``{builder: TuneResult}``.
+    """
+    if tuning is None:
+        methods = build_methods(
+            names,
+            base,
+            fit_z,
+            fit_labels,
+            threshold=threshold,
+            thresholds=thresholds,
+            alpha=alpha,
+            alphas=alphas,
+            taxonomy=taxonomy,
+        )
+        return methods, {}
+    if fit_z is None or fit_labels is None:
+        raise InputError("tuning needs the labelled training points", "pass the training features")
+    wanted = check_method_names(names)
+    alphas = dict(alphas or {})
+    t_fixed = overlap_threshold(dict(thresholds or {}), threshold)
+    tuned: dict[str, TuneResult] = {}
+    for builder in HIERARCHICAL:
+        if builder not in wanted and not (builder == "overlap" and "hierarchy-only" in wanted):
+            continue
+        if builder == "given" and taxonomy is None:
+            raise InputError("method 'given' needs a taxonomy", "pass --taxonomy FILE")
+        a_fixed = alphas.get(builder, alpha)
+        settings = replace(
+            tuning,
+            thresholds=[t_fixed] if t_fixed is not None else (tuning.thresholds or DEFAULT_THRESHOLDS),
+            alphas=[a_fixed] if a_fixed is not None else (tuning.alphas or DEFAULT_ALPHAS),
+            protocol=protocol if protocol is not None else tuning.protocol,
+        )
+        if log is not None:
+            log(f"tuning {builder} on {fit_z.shape[0]} training points ({tuning.metric}, {settings.protocol})")
+        tuned[builder] = tune(
+            fit_z,
+            fit_labels,
+            base.class_names,
+            fit=FitSettings(builder=builder, taxonomy=taxonomy, leaf_from=leaf_from),  # type: ignore[arg-type]
+            settings=settings,
+            base_model=base,
+            projected=True,
+            scoring=scoring,
+        )
+    out: list[Method] = []
+    for name in wanted:
+        if name in ("euclidean", "cosine"):
+            out.append(Method(name))
+        elif name == "hierarchy-only":
+            out.append(Method(name, tuned["overlap"].model, 0.0))
+        else:
+            out.append(Method(name, tuned[name].model, tuned[name].best_alpha))
+    return out, tuned

@@ -1,0 +1,187 @@
+"""What ``eval`` and ``tune`` share: number-list options, the tables, the progress bar, the log line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hierqdrant.core.errors import InputError
+
+from .common import console, err_console
+
+if TYPE_CHECKING:
+    from hierqdrant.evaluation.run import Hooks
+    from hierqdrant.evaluation.scoring import EvalResult
+    from hierqdrant.evaluation.tuning import TuneResult
+
+# Metrics where a smaller value is better (bold the minimum in the table).
+LOWER_IS_BETTER = ("hdist@", "severity")
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def parse_ints(text: str, what: str, minimum: int = 1) -> list[int]:
+    """``"1,5,10"`` → [1, 5, 10] (sorted, unique, each ≥ minimum)."""
+    out: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < minimum:
+            raise InputError(f"--{what} {part!r} is not an integer ≥ {minimum}", f"e.g. --{what} 1,5,10")
+        out.add(int(part))
+    return sorted(out)
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    """``"0.1,0.2"`` → [0.1, 0.2]; nothing → None (the default grid)."""
+    if text is None or not str(text).strip():
+        return None
+    out: list[float] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"--{what} {part!r} is not a number", f"e.g. --{what} 0.1,0.2,0.3") from None
+        if not math.isfinite(value):
+            raise InputError(f"--{what} {part!r} is not a finite number")
+        out.append(value)
+    return out or None
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def metrics_table(result: EvalResult, title: str) -> Table:
+    columns: list[str] = []
+    for row in result.metrics.values():
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("method", no_wrap=True)
+    for key in columns:
+        table.add_column(key, justify="right", no_wrap=True)
+    best: dict[str, float] = {}
+    for key in columns:
+        values = [r[key] for r in result.metrics.values() if key in r and math.isfinite(r[key])]
+        if values:
+            best[key] = min(values) if key.startswith(LOWER_IS_BETTER) else max(values)
+    for name, row in result.metrics.items():
+        cells = [name]
+        for key in columns:
+            v = row.get(key, float("nan"))
+            text = "–" if not math.isfinite(v) else f"{v:.4f}"
+            if key in best and math.isfinite(v) and round(v, 4) == round(best[key], 4):
+                text = f"[bold]{text}[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    return table
+
+
+def settings_table(result: EvalResult) -> Table:
+    table = Table(title="methods", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("method", "distance", "t", "α", "tree height", "ran through"):
+        table.add_column(col)
+    for name, s in result.settings.items():
+        table.add_row(
+            name,
+            str(s.get("distance", "")),
+            "" if s.get("threshold") is None else f"{s['threshold']:g}",
+            "" if s.get("alpha") is None else f"{s['alpha']:g}",
+            "" if s.get("tree_height") is None else str(s["tree_height"]),
+            str(s.get("path") or result.info.get("path", "")),
+        )
+    return table
+
+
+def tune_table(result: TuneResult) -> Table:
+    """The grid as a t × α table (ward/given: one row), best cell bold."""
+    ts: list[float | None] = []
+    alphas: list[float] = []
+    for r in result.rows:
+        if r.threshold not in ts:
+            ts.append(r.threshold)
+        if r.alpha not in alphas:
+            alphas.append(r.alpha)
+    table = Table(
+        title=f"{result.builder}: {result.metric} on the validation split ({result.protocol}, "
+        f"{result.queries} queries; cosine: {result.cosine_score:.4f})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("t \\ α" if result.builder == "overlap" else result.builder)
+    table.add_column("height", justify="right")
+    for a in alphas:
+        table.add_column(f"{a:g}", justify="right")
+    for t in ts:
+        rows = {r.alpha: r for r in result.rows if r.threshold == t}
+        first = next(iter(rows.values()))
+        cells = ["–" if t is None else f"{t:g}", str(first.height)]
+        for a in alphas:
+            cell = rows.get(a)
+            if cell is None or not math.isfinite(cell.score):
+                cells.append("–")
+                continue
+            text = f"{cell.score:.4f}"
+            if t == result.best_threshold and a == result.best_alpha:
+                text = f"[bold]{text}[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    return table
+
+
+def show_table(table: Table) -> None:
+    """Print a table; off a terminal (a pipe, a file) at full width instead of squeezed to 80 columns."""
+    out = console if console.is_terminal else Console(width=max(console.width, 200))
+    out.print(table)
+
+
+def print_line(text: str) -> None:
+    """One plain line on stdout (no markup, no highlighting)."""
+    console.print(text, markup=False, highlight=False)
+
+
+# ----------------------------------------------------------------------------- progress and log
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on stderr; the context yields its ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+    )
+    task = bar.add_task(label, total=total)
+    bar.start()
+    try:
+        yield lambda n: bar.advance(task, n)
+    finally:
+        bar.stop()
+
+
+def log_line(message: str) -> None:
+    err_console.print(f"[dim]{escape(message)}[/]")
+
+
+def hooks(show: bool) -> Hooks:
+    """Dim log lines and progress bars on stderr, or nothing (``--quiet``, ``--json``)."""
+    from hierqdrant.evaluation.run import Hooks
+
+    return Hooks(log=log_line, progress=progress_bar) if show else Hooks()
+
+
+def warn_skipped(path: str, reason: str) -> None:
+    err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
