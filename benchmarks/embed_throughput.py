@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = default_num_workers() if args.num_workers is None else args.num_workers
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    bb = load_backbone(args.model, None, image_size=args.image_size)
+    bb = load_backbone(args.model, "random", image_size=args.image_size)
     print(f"device: {device_name(dev)}  torch {torch.__version__}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="hq-embed-bench-") as tmp:

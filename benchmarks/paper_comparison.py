@@ -239,6 +239,61 @@ ALPHAS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 KS = (1, 5, 10, 20, 100, 250)
 
 
+def fit_base(train: FeatureSet) -> Any:
+    """PCA and class Gaussians on the train images (t = 0.3, α = 3: the untuned defaults)."""
+    from hierqdrant.core.model import HierarchyModel
+
+    assert train.labels is not None
+    return HierarchyModel.fit(train.features, train.labels, class_names=train.classes, threshold=0.3, alpha=3.0)
+
+
+def wordnet_scoring(shared: Path, class_names: list[str]) -> tuple[Any, Any]:
+    """The WordNet tree of the classes, and the scoring of mahp@250, hdist@10 and severity by it."""
+    from hierqdrant.evaluation.scoring import Scoring
+
+    tree = wordnet(shared, class_names)
+    return tree, Scoring.from_hierarchy(tree, f"WordNet tree {Path(WORDNET).name} (height {tree.tree_height})")
+
+
+def protocol_database(protocol: str, base: Any, z_train: np.ndarray, train: FeatureSet, test: FeatureSet) -> Any:
+    """The database of a protocol: the test images (``loo``) or the train images (``split``)."""
+    from hierqdrant.evaluation.items import Items
+
+    assert train.labels is not None and test.labels is not None
+    assert train.paths is not None and test.paths is not None
+    if protocol == "loo":
+        return Items(base.transform(test.features), test.labels, test.paths)
+    return Items(z_train, train.labels, train.paths)
+
+
+def tuned_methods(
+    base: Any, z_train: np.ndarray, train: FeatureSet, tree: Any, protocol: str, tune_metric: str, seed: int
+) -> tuple[list[Any], dict[str, Any]]:
+    """Every method, t and α tuned on a validation split of the train images under ``protocol``."""
+    from hierqdrant.evaluation.methods import METHODS
+    from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods
+
+    assert train.labels is not None
+    return prepare_methods(
+        list(METHODS),
+        base,
+        z_train,
+        train.labels,
+        taxonomy=tree,
+        tuning=TuneSettings(metric=tune_metric, thresholds=THRESHOLDS, alphas=ALPHAS, seed=seed),
+        protocol=protocol,  # type: ignore[arg-type]
+    )
+
+
+def score(queries: Any, database: Any, methods: list[Any], scoring: Any) -> Any:
+    """Rank and score with NumPy: map@KS, map@r, p@1, mahp@250, hdist@10 and severity."""
+    from hierqdrant.evaluation.ranking import evaluate_arrays
+
+    return evaluate_arrays(
+        queries, database, methods, num_classes=10, ks=KS, scoring=scoring, mahp_ks=(250,), hdist_ks=(10,)
+    )
+
+
 def compare(
     shared: Path,
     train: FeatureSet,
@@ -253,47 +308,28 @@ def compare(
 ) -> dict[str, Any]:
     """Tune and evaluate every method under each protocol. ``queries`` replaces the test images as
     queries (e.g. perturbed copies with the same paths); the database stays clean."""
-    from hierqdrant.core.model import HierarchyModel
     from hierqdrant.evaluation.items import Items
-    from hierqdrant.evaluation.methods import METHODS, build_methods
-    from hierqdrant.evaluation.ranking import evaluate_arrays
-    from hierqdrant.evaluation.scoring import Scoring
-    from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods
+    from hierqdrant.evaluation.methods import build_methods
 
-    assert train.labels is not None and test.labels is not None
     t0 = time.perf_counter()
-    base = HierarchyModel.fit(train.features, train.labels, class_names=train.classes, threshold=0.3, alpha=3.0)
+    base = fit_base(train)
     took = time.perf_counter() - t0
     log(f"fitted PCA ({base.dims} dims) and class Gaussians on {len(train)} train images ({took:.1f} s)")
     z_train = base.transform(train.features)
-    tree = wordnet(shared, base.class_names)
-    scoring = Scoring.from_hierarchy(tree, f"WordNet tree {Path(WORDNET).name} (height {tree.tree_height})")
+    tree, scoring = wordnet_scoring(shared, base.class_names)
     q = queries if queries is not None else test
-    assert q.labels is not None and q.paths is not None and test.paths is not None and train.paths is not None
+    assert q.labels is not None and q.paths is not None and train.labels is not None
     q_items = Items(base.transform(q.features), q.labels, q.paths)
     out: dict[str, Any] = {"pca_dims": base.dims, "scored_by": scoring.name, "protocols": {}}
     for protocol in protocols:
-        if protocol == "loo":
-            database = Items(base.transform(test.features), test.labels, test.paths)
-        else:
-            database = Items(z_train, train.labels, train.paths)
+        database = protocol_database(protocol, base, z_train, train, test)
         t1 = time.perf_counter()
-        methods, tuned = prepare_methods(
-            list(METHODS),
-            base,
-            z_train,
-            train.labels,
-            taxonomy=tree,
-            tuning=TuneSettings(metric=tune_metric, thresholds=THRESHOLDS, alphas=ALPHAS, seed=seed),
-            protocol=protocol,
-        )
+        methods, tuned = tuned_methods(base, z_train, train, tree, protocol, tune_metric, seed)
         tune_s = time.perf_counter() - t1
         for line in tuning_lines(tuned):
             log(f"[{protocol}] tuned {line}")
         t2 = time.perf_counter()
-        result = evaluate_arrays(
-            q_items, database, methods, num_classes=10, ks=KS, scoring=scoring, mahp_ks=(250,), hdist_ks=(10,)
-        )
+        result = score(q_items, database, methods, scoring)
         eval_s = time.perf_counter() - t2
         log(
             f"[{protocol}] {result.protocol}: {result.queries} queries × {result.database} items, "
@@ -315,9 +351,7 @@ def compare(
                 alpha=3.0,
                 taxonomy=tree,
             )
-            entry["defaults"] = evaluate_arrays(
-                q_items, database, defaults, num_classes=10, ks=KS, scoring=scoring, mahp_ks=(250,), hdist_ks=(10,)
-            )
+            entry["defaults"] = score(q_items, database, defaults, scoring)
         out["protocols"][protocol] = entry
     out["base"] = base
     return out

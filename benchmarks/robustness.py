@@ -30,28 +30,23 @@ for p in (REPO_ROOT, Path(__file__).resolve().parent):
 
 import numpy as np  # noqa: E402
 from paper_comparison import (  # noqa: E402
-    ALPHAS,
-    KS,
-    THRESHOLDS,
-    WORDNET,
     cache_dir,
     embed_cifar,
+    fit_base,
     load_splits,
     machine,
     markdown_table,
     paired_lines,
+    protocol_database,
+    score,
     settings_line,
     shared_dir,
+    tuned_methods,
     tuning_lines,
-    wordnet,
+    wordnet_scoring,
 )
 
-from hierqdrant.core.model import HierarchyModel  # noqa: E402
 from hierqdrant.evaluation.items import Items  # noqa: E402
-from hierqdrant.evaluation.methods import METHODS  # noqa: E402
-from hierqdrant.evaluation.ranking import evaluate_arrays  # noqa: E402
-from hierqdrant.evaluation.scoring import Scoring  # noqa: E402
-from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods  # noqa: E402
 
 SUMMARY = ("map@10", "map@r", "p@1", "mahp@250", "severity")
 
@@ -78,28 +73,15 @@ def main() -> None:
             sys.exit(f"error: the {spec} features are not in the order of the clean test features")
         query_sets[spec] = perturbed
 
-    base = HierarchyModel.fit(train.features, train.labels, class_names=train.classes, threshold=0.3, alpha=3.0)
+    base = fit_base(train)
     z_train = base.transform(train.features)
-    tree = wordnet(shared, base.class_names)
-    scoring = Scoring.from_hierarchy(tree, f"WordNet tree {Path(WORDNET).name} (height {tree.tree_height})")
+    tree, scoring = wordnet_scoring(shared, base.class_names)
     dump: dict[str, Any] = {"machine": machine(), "scored_by": scoring.name, "seed": args.seed}
     names = {"loo": "leave-one-out over the 10,000 clean test images", "split": "→ 50,000 clean train images"}
     summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for protocol in ("loo", "split"):
-        database = (
-            Items(base.transform(test.features), test.labels, test.paths)
-            if protocol == "loo"
-            else Items(z_train, train.labels, train.paths)
-        )
-        methods, tuned = prepare_methods(
-            list(METHODS),
-            base,
-            z_train,
-            train.labels,
-            taxonomy=tree,
-            tuning=TuneSettings(metric=args.tune_metric, thresholds=THRESHOLDS, alphas=ALPHAS, seed=args.seed),
-            protocol=protocol,
-        )
+        database = protocol_database(protocol, base, z_train, train, test)
+        methods, tuned = tuned_methods(base, z_train, train, tree, protocol, args.tune_metric, args.seed)
         print(f"\n## queries perturbed, {names[protocol]}\n")
         for line in tuning_lines(tuned):
             print(f"- tuned (clean train validation) {line}")
@@ -109,9 +91,7 @@ def main() -> None:
             assert qset.labels is not None and qset.paths is not None
             queries = Items(base.transform(qset.features), qset.labels, qset.paths)
             t0 = time.perf_counter()
-            result = evaluate_arrays(
-                queries, database, methods, num_classes=10, ks=KS, scoring=scoring, mahp_ks=(250,), hdist_ks=(10,)
-            )
+            result = score(queries, database, methods, scoring)
             leaf_acc = float(np.mean(base.assign(queries.z, projected=True) == queries.labels))
             print(f"\n### queries: {spec} (Mahalanobis leaf accuracy of the queries {leaf_acc:.4f}; "
                   f"{time.perf_counter() - t0:.0f} s)\n")  # fmt: skip

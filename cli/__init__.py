@@ -7,6 +7,7 @@ import typer
 from hierqdrant import __version__
 
 from . import hierarchy
+from .attach import attach_command, detach_command
 from .demo import demo_command
 from .embed import embed_command
 from .eval import eval_command
@@ -31,6 +32,8 @@ app.command("train")(train_command)
 app.command("demo")(demo_command)
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
+app.command("attach")(attach_command)
+app.command("detach")(detach_command)
 app.add_typer(hierarchy.app, name="hierarchy")
 
 

@@ -11,12 +11,20 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, get_args
 
 from hierqdrant.core.build import Builder
-from hierqdrant.core.settings import LeafFrom
+from hierqdrant.core.settings import LeafFrom, QueryClassifier
 from hierqdrant.evaluation.tuning import Protocol
 from hierqdrant.store.policy import Strategy
 from hierqdrant.vision.devices import Device
 
-__all__ = ["BuilderName", "DeviceName", "LeafFromName", "ProtocolName", "StrategyName", "choices"]
+__all__ = [
+    "BuilderName",
+    "DeviceName",
+    "LeafFromName",
+    "ProtocolName",
+    "QueryClassifierName",
+    "StrategyName",
+    "choices",
+]
 
 
 def _member(value: str) -> str:
@@ -34,10 +42,12 @@ if TYPE_CHECKING:  # to the type checker each choice is an Enum whose ``.value``
     DeviceName = Enum
     LeafFromName = Enum
     ProtocolName = Enum
+    QueryClassifierName = Enum
     StrategyName = Enum
 else:
     BuilderName = choices("BuilderName", Builder)
     DeviceName = choices("DeviceName", Device)
     LeafFromName = choices("LeafFromName", LeafFrom)
     ProtocolName = choices("ProtocolName", Protocol)
+    QueryClassifierName = choices("QueryClassifierName", QueryClassifier)
     StrategyName = choices("StrategyName", Strategy)

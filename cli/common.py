@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hierqdrant.core.errors import HierqdrantError
 
@@ -31,7 +32,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except HierqdrantError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             err_console.print("interrupted — run the same command again to resume")
@@ -88,8 +89,25 @@ def parse_pca(value: str) -> int | float | None:
     return share
 
 
+def check_at_least(minimum: int, **options: int | None) -> None:
+    """Refuse numeric options below ``minimum`` before anything is loaded (one line, exit 2).
+
+    Keyword names are the options' names with ``_`` for ``-``, e.g. ``check_at_least(1, k=k, hnsw_ef=ef)``.
+    """
+    from hierqdrant.core.errors import InputError
+
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            flag = f"-{name}" if len(name) == 1 else f"--{name.replace('_', '-')}"
+            raise InputError(f"{flag} {value} must be at least {minimum}", f"e.g. {flag} {max(minimum, 10)}")
+
+
 # -- the store: options every store command shares -------------------------------------------------
 
+WEIGHTS_HELP = (
+    "A local checkpoint file, a torchvision weights name (needs internet unless cached), or `random` for an "
+    "untrained network. Default: the backbone's pretrained weights."
+)
 URL_HELP = "Qdrant server or cloud URL (default: the embedded engine under --data-dir)."
 
 
@@ -113,9 +131,23 @@ def data_dir_option() -> Any:
 
 
 def open_engine(url: str | None, api_key: str | None, data_dir: Path) -> Any:
-    from hierqdrant.store.engines import connect
+    """:func:`~hierqdrant.store.engines.connect`; its warning about an API key over http becomes one line."""
+    import warnings
 
-    return connect(url=url, api_key=api_key, data_dir=data_dir)
+    from hierqdrant.store.engines import connect
+    from hierqdrant.store.engines.client import InsecureApiKeyWarning
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InsecureApiKeyWarning)
+            return connect(url=url, api_key=api_key, data_dir=data_dir)
+    finally:  # also when the server does not answer: the key was sent all the same
+        for w in caught:
+            if issubclass(w.category, InsecureApiKeyWarning):
+                err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            else:  # anything else goes back to the normal warning machinery
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def resolve_collection(engine: Any, name: str | None) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from hierqdrant.core.errors import InputError
 
 from .choices import DeviceName
-from .common import EXIT_OK, EXIT_PARTIAL, console, err_console, handle_errors, print_json
+from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, console, err_console, handle_errors, print_json
+from .eval_shared import log_line, print_warnings, progress_bar
 
 
 @handle_errors
@@ -23,7 +25,7 @@ def embed_command(
     model: str = typer.Option(
         "resnet50", "--model", "-m", help="Backbone (torchvision name, cifar_resnet20…110, pixels)."
     ),
-    weights: str | None = typer.Option(None, "--weights", "-w", help="Local checkpoint or torchvision weights name."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
     image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
     device: DeviceName = typer.Option(DeviceName("auto"), "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
@@ -37,11 +39,13 @@ def embed_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Embed a dataset's images with a backbone's penultimate layer and save them as a features .npz."""
+    import contextlib
     import time
 
     import numpy as np
 
     from hierqdrant.core.features import FeatureSet
+    from hierqdrant.pipelines.ingest import extractor_warnings
     from hierqdrant.vision import discover, extract_features, load_backbone
     from hierqdrant.vision.backbones import with_head
 
@@ -52,15 +56,19 @@ def embed_command(
     if head:
         backbone = with_head(backbone)
     started = time.perf_counter()
-    got = extract_features(
-        [item.path for item in found.items],
-        backbone,
-        device=device.value,
-        batch_size=batch_size,
-        num_workers=workers,
-        progress=not as_json,
-        console=err_console,
-    )
+    # progress on stderr, also with --json: a bar on a terminal, else one line when done
+    log_line(f"embedding {len(found.items)} images of {source} with {backbone.name}")
+    bar = contextlib.nullcontext() if err_console.is_terminal else progress_bar(len(found.items), "embedding")
+    with bar as counter:
+        got = extract_features(
+            [item.path for item in found.items],
+            backbone,
+            device=device.value,
+            batch_size=batch_size,
+            num_workers=workers,
+            progress=True if counter is None else counter,
+            console=err_console,
+        )
     seconds = time.perf_counter() - started
     items = [found.items[i] for i in got.indices]
     labelled = bool(items) and all(item.label is not None for item in items)
@@ -72,6 +80,7 @@ def embed_command(
         splits=[item.split or "" for item in items] if any(item.split for item in items) else None,
     ).save(out)
     skipped = [*found.problems, *got.skipped]
+    warnings = extractor_warnings(backbone.description())
     summary = {
         "out": str(out),
         "images": len(items),
@@ -81,11 +90,14 @@ def embed_command(
         "seconds": round(seconds, 2),
         "images_per_s": round(len(items) / seconds, 1) if seconds > 0 else None,
         "extractor": backbone.description(),
+        "warnings": warnings,
     }
     if as_json:
+        print_warnings(warnings, to_stderr=True)
         print_json(summary)
     else:
         console.print(f"wrote {len(items)} × {summary['dims']} features to {out} ({summary['images_per_s']} images/s)")
         for s in skipped:
-            err_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {escape(s.path)}: {escape(s.reason)}", highlight=False)
+        print_warnings(warnings)
     raise typer.Exit(EXIT_PARTIAL if skipped else EXIT_OK)

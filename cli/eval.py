@@ -2,19 +2,27 @@
 
 The database is a collection (ranked through the engine and the searcher) or a features .npz / a
 labelled image folder (ranked with NumPy); the report is map@k, map@r, p@1, mahp@k, hdist@k and
-severity per method, a paired test of ours (overlap) against cosine, and optionally the map@k plot.
+severity per method (the raw-feature baselines first), the protocol (cross-fitting when the queries
+are among the training items), warnings and notes under the table, a paired test of ours (overlap)
+against cosine, and optionally the map@k plot. Progress goes to stderr, also with --json.
 The work is :func:`hierqdrant.evaluation.run.run_eval`; this file declares the options and renders.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from .choices import LeafFromName, StrategyName
+from hierqdrant.evaluation.plan import EvalProtocol
+from hierqdrant.evaluation.tuning import Protocol
+
+from .choices import LeafFromName, QueryClassifierName, StrategyName, choices
 from .common import (
     EXIT_OK,
+    WEIGHTS_HELP,
     api_key_option,
     data_dir_option,
     err_console,
@@ -25,18 +33,29 @@ from .common import (
     url_option,
 )
 from .eval_shared import (
+    chosen,
     hooks,
     metrics_table,
-    parse_floats,
     parse_ints,
     print_line,
+    print_notes,
+    print_warnings,
     settings_table,
     show_table,
+    tune_settings,
     tune_table,
     warn_skipped,
 )
+from .fit_options import paper_option, query_classifier_option
 
-DEFAULT_METHODS = "euclidean,cosine,hierarchy-only,overlap,ward,given"
+DEFAULT_METHODS = "cosine-raw,euclidean-raw,euclidean,cosine,hierarchy-only,overlap,ward,given"
+
+if TYPE_CHECKING:
+    EvalProtocolName = Enum
+    TuneProtocolName = Enum
+else:
+    EvalProtocolName = choices("EvalProtocolName", EvalProtocol)
+    TuneProtocolName = choices("TuneProtocolName", Protocol)
 
 
 @handle_errors
@@ -48,7 +67,8 @@ def eval_command(
         None,
         "--queries",
         "-q",
-        help="Labelled query images (folder) or features .npz. Default: leave-one-out over the database.",
+        help="Labelled query images (folder) or features .npz. Default: the database's own items, each left out of "
+        "its own ranking (cross-fitted when they are training items, see --protocol).",
     ),
     db_split: str | None = typer.Option(None, "--db-split", help="Use only the database items of this split."),
     query_split: str | None = typer.Option(
@@ -60,14 +80,23 @@ def eval_command(
     fit: Path | None = typer.Option(
         None,
         "--fit",
+        "--fit-on",
         help="Labelled training features (.npz) or images the model is fitted on, for a file or folder "
         "database. Default: the database source's 'train' split if it has one, else the database itself.",
     ),
+    protocol: EvalProtocolName = typer.Option(
+        EvalProtocolName("auto"),
+        "--protocol",
+        help="auto: cross-fitting when queries are among the training items, else one fit; cross-fit: always; "
+        "loo-leaky: fit once on everything, queries included (optimistic; flagged with a warning).",
+    ),
+    folds: int = typer.Option(5, "--folds", help="Folds of cross-fitting."),
     fit_split: str | None = typer.Option(None, "--fit-split", help="Split of --fit to use (default: train if any)."),
     methods: str = typer.Option(
         DEFAULT_METHODS,
         "--methods",
-        help="Comma-separated: euclidean, cosine, hierarchy-only, overlap (ours), ward, given "
+        help="Comma-separated: cosine-raw, euclidean-raw (the raw features, as a plain Qdrant collection "
+        "ranks them), euclidean, cosine, hierarchy-only, overlap (ours), ward, given "
         "('given' is dropped when there is no --taxonomy).",
     ),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file of the 'given' method."),
@@ -89,15 +118,26 @@ def eval_command(
     leaf_from: LeafFromName | None = typer.Option(
         None,
         "--leaf-from",
-        help="Leaf of a database item: predicted (Mahalanobis, the paper; default) or its label. "
-        "A collection's leaves are the stored ones and are checked against this.",
+        help="Leaf of a database item of a model fitted here: label (its label where it has one, the default) or "
+        "predicted (the query classifier, the paper). A collection's leaves are the stored ones and are checked "
+        "against this.",
     ),
+    query_classifier: QueryClassifierName | None = query_classifier_option(),
+    paper: bool = paper_option(),
     tune_flag: bool = typer.Option(
-        False, "--tune", help="Choose t and α on a validation split of the training items first."
+        False, "--tune", help="Choose the PCA, t and α on a validation split of the training items first."
     ),
     tune_metric: str = typer.Option("map@r", "--tune-metric", help="Metric that --tune maximises."),
     thresholds: str | None = typer.Option(None, "--thresholds", help="t grid of --tune, e.g. 0.1,0.2,0.3."),
     alphas: str | None = typer.Option(None, "--alphas", help="α grid of --tune, e.g. 0.5,1,2,3,5."),
+    pcas: str | None = typer.Option(
+        None, "--pcas", help="PCA grid of --tune: variance shares, dims or 'all' (default 0.95,0.99,all)."
+    ),
+    tune_protocol: TuneProtocolName = typer.Option(
+        TuneProtocolName("split"),
+        "--tune-protocol",
+        help="split: validation queries against the rest (as tune and ingest --tune); loo: within validation.",
+    ),
     val_share: float = typer.Option(0.2, "--val-share", help="Share of the training items held out by --tune."),
     tune_queries: int = typer.Option(2000, "--tune-queries", help="At most this many validation queries."),
     perturb: str | None = typer.Option(
@@ -114,31 +154,51 @@ def eval_command(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Backbone that embeds image folders (default: the collection's)."
     ),
-    weights: str | None = typer.Option(None, "--weights", "-w", help="Local checkpoint of --model."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (embedding)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per embedding batch."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
     strategy: StrategyName = typer.Option(
         StrategyName("exact"), "--strategy", help="Search strategy through a collection (exact is exact)."
     ),
     hnsw: bool = typer.Option(
         False, "--hnsw", help="Search a collection through its HNSW index instead of exhaustively."
     ),
-    pca: str = typer.Option("0.95", "--pca", help="PCA of a fitted model: variance share, count or 'all'."),
+    pca: str | None = typer.Option(
+        None,
+        "--pca",
+        help="PCA of a fitted model: variance share, count or 'all' (default 0.95; with --tune: pins the PCA).",
+    ),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
     plot: Path | None = typer.Option(None, "--plot", help="Save map@k against k per method (.png/.pdf/.svg)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Score euclidean, cosine, hierarchy-only, overlap (ours), ward and given on labelled queries."""
+    """Score cosine-raw, euclidean-raw, euclidean, cosine, hierarchy-only, overlap (ours), ward and given on
+    labelled queries, without letting a query shape the model that ranks it."""
+    from hierqdrant.core.errors import InputError
+    from hierqdrant.core.settings import PAPER
     from hierqdrant.evaluation.methods import parse_per_method
     from hierqdrant.evaluation.run import EvalPlan, run_eval
     from hierqdrant.evaluation.sources import EmbedOptions
-    from hierqdrant.evaluation.tuning import TuneSettings
 
-    show = not (quiet or as_json)
+    show = not quiet
+    if paper:  # the paper's leaf sources and PCA; refuse an explicit value it would override
+        clash = [
+            flag
+            for flag, v in (("--pca", pca), ("--query-classifier", query_classifier), ("--leaf-from", leaf_from))
+            if v is not None
+        ]
+        if clash:
+            raise InputError(f"--paper fixes {', '.join(clash)}", f"drop {', '.join(clash)}, or drop --paper")
+        pca, query_classifier, leaf_from = (
+            str(PAPER["pca"]),
+            QueryClassifierName(PAPER["query_classifier"]),
+            LeafFromName(PAPER["leaf_from"]),
+        )
     t_common, t_per = parse_per_method(threshold, "threshold")
     a_common, a_per = parse_per_method(alpha, "alpha")
     plan = EvalPlan(
@@ -160,13 +220,8 @@ def eval_command(
         hdist_ks=parse_ints(hdist_k, "hdist-k"),
         score_taxonomy=score_taxonomy,
         leaf_from=leaf_from.value if leaf_from is not None else None,  # None: the stored or default mode
-        tuning=TuneSettings(
-            metric=tune_metric,
-            thresholds=parse_floats(thresholds, "thresholds"),
-            alphas=parse_floats(alphas, "alphas"),
-            val_share=val_share,
-            seed=seed,
-            max_queries=tune_queries,
+        tuning=tune_settings(
+            tune_metric, thresholds, alphas, val_share, seed, tune_queries, tune_protocol.value, pcas, pca
         )
         if tune_flag
         else None,
@@ -175,28 +230,35 @@ def eval_command(
         seed=seed,
         max_queries=max_queries,
         paired=[p.strip() for p in paired_metrics.split(",") if p.strip()],
-        embed=EmbedOptions(model, weights, device, batch_size, workers, quiet or as_json, err_console, warn_skipped),
+        embed=EmbedOptions(
+            model, weights, device, batch_size, workers, quiet, err_console, warn_skipped, image_size=image_size
+        ),
         strategy=strategy.value,
         exact=not hnsw,
-        pca=parse_pca(pca),
+        pca=parse_pca(pca) if pca is not None else 0.95,
         plot=plot,
+        protocol=protocol.value,
+        folds=folds,
+        query_classifier=query_classifier.value if query_classifier is not None else None,
     )
     report = run_eval(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(show))
     if as_json:
+        if not quiet:
+            print_warnings(report.warnings, to_stderr=True)
         print_json(report.to_dict())
         raise typer.Exit(EXIT_OK)
     for name, r in report.tuned.items():
         show_table(tune_table(r))
-        print_line(
-            f"{name}: chose t={r.best_threshold if r.best_threshold is not None else '–'}, α={r.best_alpha:g} "
-            f"({r.metric} {r.best_score:.4f} on {r.queries} validation queries)"
-        )
+        print_line(f"{name}: chose {chosen(r)} ({r.metric} {r.best_score:.4f} on {r.queries} validation queries)")
     result = report.result
+    named = report.protocol + (f" ({plan.folds} folds)" if report.protocol == "cross-fitting" else "")
     title = (
-        f"{result.protocol}: {result.queries} queries, {result.database} database items "
+        f"{named}: {result.queries} queries, {result.database} database items "
         f"({report.sources.get('queries_from', '')}); mahp/hdist/severity scored by {result.scored_by}"
     )
     show_table(metrics_table(result, title))
+    print_warnings(report.warnings)
+    print_notes(report.notes)
     show_table(settings_table(result))
     for metric, test in report.tests.items():
         print_line(

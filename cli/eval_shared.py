@@ -1,9 +1,12 @@
-"""What ``eval`` and ``tune`` share: number-list options, the tables, the progress bar, the log line."""
+"""What ``eval`` and ``tune`` share: number-list options, the tables, warnings and notes, the progress
+on stderr (a rich bar on a terminal, a few plain lines otherwise; also under ``--json``, whose stdout
+stays one JSON document)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -14,12 +17,12 @@ from rich.table import Table
 
 from hierqdrant.core.errors import InputError
 
-from .common import console, err_console
+from .common import console, err_console, parse_pca
 
 if TYPE_CHECKING:
-    from hierqdrant.evaluation.run import Hooks
+    from hierqdrant.evaluation.hooks import Hooks
     from hierqdrant.evaluation.scoring import EvalResult
-    from hierqdrant.evaluation.tuning import TuneResult
+    from hierqdrant.evaluation.tuning import Protocol, TuneResult, TuneSettings
 
 # Metrics where a smaller value is better (bold the minimum in the table).
 LOWER_IS_BETTER = ("hdist@", "severity")
@@ -60,7 +63,66 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
     return out or None
 
 
+def parse_pcas(text: str | None, pca: str | None = None) -> list[int | float | None] | None:
+    """``"0.95,0.99,all"`` → [0.95, 0.99, None]; nothing → ``[--pca]`` when that was given (a pinned
+    PCA), else None (the default grid)."""
+    if text is not None and str(text).strip():
+        out = [parse_pca(part) for part in str(text).split(",") if part.strip()]
+        if out:
+            return out
+    return [parse_pca(pca)] if pca is not None else None
+
+
+def tune_settings(
+    metric: str,
+    thresholds: str | None,
+    alphas: str | None,
+    val_share: float,
+    seed: int,
+    max_queries: int,
+    protocol: Protocol = "split",
+    pcas: str | None = None,
+    pca: str | None = None,
+) -> TuneSettings:
+    """The tuning options of ``eval --tune``, ``tune`` (and what ``ingest --tune`` uses by default): the
+    metric, the PCA, t and α grids as typed (nothing: the default grids; ``--pca`` alone pins the PCA),
+    the validation share, the seed, the cap on validation queries, the protocol."""
+    from hierqdrant.evaluation.tuning import TuneSettings
+
+    return TuneSettings(
+        metric=metric,
+        thresholds=parse_floats(thresholds, "thresholds"),
+        alphas=parse_floats(alphas, "alphas"),
+        val_share=val_share,
+        seed=seed,
+        max_queries=max_queries,
+        protocol=protocol,
+        pcas=parse_pcas(pcas, pca),
+    )
+
+
 # ------------------------------------------------------------------------------------ output
+
+
+def chosen(result: TuneResult) -> str:
+    """``PCA 0.95 (19 dims), t=0.1, α=3`` (``t=–`` for ward and given): what tuning chose."""
+    from hierqdrant.evaluation.tune_grid import pca_label
+
+    t = result.best_threshold if result.best_threshold is not None else "–"
+    return f"PCA {pca_label(result.best_pca)} ({result.best_dims} dims), t={t}, α={result.best_alpha:g}"
+
+
+def print_warnings(warnings: Sequence[str], *, to_stderr: bool = False) -> None:
+    """Each warning on one line in yellow, under the table (``to_stderr``: on stderr, beside --json)."""
+    out = err_console if to_stderr else console
+    for w in warnings:
+        out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    """Footnotes under the table, dim."""
+    for n in notes:
+        console.print(f"[dim]note: {escape(n)}[/]", highlight=False, soft_wrap=True)
 
 
 def metrics_table(result: EvalResult, title: str) -> Table:
@@ -107,35 +169,39 @@ def settings_table(result: EvalResult) -> Table:
 
 
 def tune_table(result: TuneResult) -> Table:
-    """The grid as a t × α table (ward/given: one row), best cell bold."""
-    ts: list[float | None] = []
+    """The grid as a (PCA, t) × α table (ward/given: one row per PCA), best cell bold."""
+    from hierqdrant.evaluation.tune_grid import pca_label
+
+    keys: list[tuple[object, float | None]] = []
     alphas: list[float] = []
     for r in result.rows:
-        if r.threshold not in ts:
-            ts.append(r.threshold)
+        if (r.pca, r.threshold) not in keys:
+            keys.append((r.pca, r.threshold))
         if r.alpha not in alphas:
             alphas.append(r.alpha)
+    widened = f"; widened: {', '.join(result.widened)}" if result.widened else ""
     table = Table(
         title=f"{result.builder}: {result.metric} on the validation split ({result.protocol}, "
-        f"{result.queries} queries; cosine: {result.cosine_score:.4f})",
+        f"{result.queries} queries; cosine: {result.cosine_score:.4f}{widened})",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
+    table.add_column("PCA (dims)")
     table.add_column("t \\ α" if result.builder == "overlap" else result.builder)
     table.add_column("height", justify="right")
-    for a in alphas:
+    for a in sorted(alphas):
         table.add_column(f"{a:g}", justify="right")
-    for t in ts:
-        rows = {r.alpha: r for r in result.rows if r.threshold == t}
+    for pca, t in keys:
+        rows = {r.alpha: r for r in result.rows if r.pca == pca and r.threshold == t}
         first = next(iter(rows.values()))
-        cells = ["–" if t is None else f"{t:g}", str(first.height)]
-        for a in alphas:
+        cells = [f"{pca_label(pca)} ({first.dims})", "–" if t is None else f"{t:g}", str(first.height)]  # type: ignore[arg-type]
+        for a in sorted(alphas):
             cell = rows.get(a)
             if cell is None or not math.isfinite(cell.score):
                 cells.append("–")
                 continue
             text = f"{cell.score:.4f}"
-            if t == result.best_threshold and a == result.best_alpha:
+            if (pca, t, a) == (result.best_pca, result.best_threshold, result.best_alpha):
                 text = f"[bold]{text}[/]"
             cells.append(text)
         table.add_row(*cells)
@@ -158,11 +224,31 @@ def print_line(text: str) -> None:
 
 @contextmanager
 def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar on stderr; the context yields its ``advance(n)``."""
+    """Progress on stderr; the context yields its ``advance(n)``. On a terminal a transient rich bar;
+    otherwise (a pipe, a log file) one plain line when the step ends, so logs stay short."""
+    if not err_console.is_terminal:
+        started = time.perf_counter()
+        done = [0]
+
+        def count(n: int) -> None:
+            done[0] += n
+
+        yield count
+        err_console.print(
+            f"{escape(label)}: {done[0]}/{total} in {time.perf_counter() - started:.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+        TextColumn(escape(label)),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     )
     task = bar.add_task(label, total=total)
     bar.start()
@@ -173,12 +259,13 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def log_line(message: str) -> None:
-    err_console.print(f"[dim]{escape(message)}[/]")
+    err_console.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def hooks(show: bool) -> Hooks:
-    """Dim log lines and progress bars on stderr, or nothing (``--quiet``, ``--json``)."""
-    from hierqdrant.evaluation.run import Hooks
+    """Log lines and progress on stderr (also under --json: stdout stays one JSON document), or
+    nothing (``--quiet``)."""
+    from hierqdrant.evaluation.hooks import Hooks
 
     return Hooks(log=log_line, progress=progress_bar) if show else Hooks()
 

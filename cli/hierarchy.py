@@ -10,18 +10,18 @@ import typer
 
 from hierqdrant.core.errors import InputError
 
-from .choices import BuilderName
+from .choices import BuilderName, LeafFromName, QueryClassifierName
 from .common import (
     api_key_option,
     console,
     data_dir_option,
     handle_errors,
     open_engine,
-    parse_pca,
     print_json,
     resolve_collection,
     url_option,
 )
+from .fit_options import fit_settings, leaf_from_option, paper_option, pca_option, query_classifier_option
 
 app = typer.Typer(help="Build, show and export class hierarchies.", no_args_is_help=True)
 
@@ -51,36 +51,99 @@ def build_command(
         0.3, "--threshold", "-t", help="Classes whose Bhattacharyya coefficient ≥ t merge (overlap builder)."
     ),
     alpha: float = typer.Option(3.0, help="Default weight α of the hierarchy term for queries."),
-    pca: str = typer.Option("0.95", help="Variance share to keep (0.95), a number of components (64) or 'all'."),
+    pca: str | None = pca_option(),
     covariance: str = typer.Option("ledoit-wolf", help="Shrinkage estimator: ledoit-wolf or oas."),
+    query_classifier: QueryClassifierName | None = query_classifier_option(),
+    leaf_from: LeafFromName | None = leaf_from_option(),
+    paper: bool = paper_option(),
+    head: Path | None = typer.Option(
+        None,
+        "--head",
+        help="With --query-classifier head: the checkpoint of the network the features came from, whose "
+        "final layer scores the classes (a features file does not carry it).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No phase lines and no warnings on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Fit PCA, class Gaussians and a class hierarchy on labelled features."""
-    from hierqdrant.core.features import FeatureSet
-    from hierqdrant.core.model import HierarchyModel
+    """Fit PCA, class Gaussians, a class hierarchy and the query classifier on labelled features.
 
-    data = FeatureSet.load(features)
-    if data.labels is None:
-        raise InputError(f"{features} has no 'labels' array", "a hierarchy is fitted on labelled features")
-    model = HierarchyModel.fit(
-        data.features,
-        data.labels,
-        class_names=data.class_names,
+    The query's leaf comes from the tied (LDA) classifier by default; --paper fits the paper's setting
+    (Mahalanobis leaves for queries and stored images, 95 % PCA). The leaf sources are stored with the model.
+
+    The model files are written atomically (arrays first, the manifest last): a kill leaves the old model
+    or the new one, never a half-written file, and the same command run again finishes the job.
+
+    What it does goes to stderr a line per phase, also with --json (whose stdout stays one JSON document).
+    Warnings (a narrow PCA, a flat tree, classes with too few images, a low leaf accuracy on the fitting
+    data) are printed in yellow and listed in the JSON.
+    """
+    import time
+
+    from hierqdrant.core.build import check_threshold
+    from hierqdrant.core.diagnostics import model_warnings
+    from hierqdrant.core.features import FeatureSet
+    from hierqdrant.core.model import check_alpha
+    from hierqdrant.core.settings import FitSettings
+    from hierqdrant.pipelines.ingest import fitted_line, fitting_line
+
+    from .eval_shared import log_line, print_warnings
+
+    say = log_line if not quiet else (lambda _message: None)
+
+    check_alpha(alpha)  # the options first, before the features are read
+    if builder.value == "overlap":
+        check_threshold(threshold)
+    settings = fit_settings(
+        FitSettings,
+        paper=paper,
+        pca=pca,
+        query_classifier=query_classifier,
+        leaf_from=leaf_from,
         builder=builder.value,
         threshold=threshold,
         alpha=alpha,
         taxonomy=taxonomy,
-        n_components=parse_pca(pca),
         covariance=covariance,
-        extractor={"features_file": features.name},
     )
+    if head is not None and settings.query_classifier != "head":
+        raise InputError("--head gives the head query classifier", "add --query-classifier head, or drop --head")
+    data = FeatureSet.load(features, fix="pass a features file made by `hierqdrant embed` (with labels)")
+    if data.labels is None:
+        raise InputError(f"{features} has no 'labels' array", "a hierarchy is fitted on labelled features")
+    x = data.features
+    say(f"read {x.shape[0]} × {x.shape[1]} features of {len(data.class_names)} classes from {features}")
+    classifier = None
+    if settings.query_classifier == "head":
+        if head is None:
+            raise InputError(
+                f"{features.name} is a features file: the network's final layer (the head query classifier) "
+                "is not in it",
+                "pass --head CHECKPOINT (the network the features came from), or use --query-classifier tied",
+            )
+        from hierqdrant.vision.checkpoints import read_head
+
+        classifier = read_head(head, x.shape[1]).check(data.class_names, head.name)
+    say(fitting_line(settings.pca, len(data.class_names), builder.value, x.shape[0], x.shape[1], settings))
+    started = time.perf_counter()
+    model = settings.fit_model(
+        data.features,
+        data.labels,
+        class_names=data.class_names,
+        extractor={"features_file": features.name},
+        head=classifier,
+    )
+    say(fitted_line(model, time.perf_counter() - started))
+    warnings = model_warnings(model, data.features, data.labels, where="on the fitting data")
     model.save(out)
-    summary = {**model.summary(), "out": str(out)}
+    summary = {**model.summary(), "out": str(out), "warnings": warnings}
     if as_json:
+        if not quiet:
+            print_warnings(warnings, to_stderr=True)
         print_json(summary)
         return
     console.print(model.hierarchy.rich_tree())
-    _print_summary(summary)
+    _print_summary({k: v for k, v in summary.items() if k != "warnings"})
+    print_warnings(warnings)
 
 
 def _load(model_dir: Path | None, collection: str | None, url: str | None, api_key: str | None, data_dir: Path) -> Any:
@@ -150,7 +213,9 @@ def export_command(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        from hierqdrant.core.fileio import atomic_write
+
+        atomic_write(out, text.encode("utf-8"))
 
 
 def _print_summary(summary: dict[str, object]) -> None:

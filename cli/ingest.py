@@ -7,20 +7,21 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .choices import BuilderName, DeviceName, LeafFromName
+from .choices import BuilderName, DeviceName, LeafFromName, QueryClassifierName
 from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
+    WEIGHTS_HELP,
     api_key_option,
     console,
     data_dir_option,
     err_console,
     handle_errors,
     open_engine,
-    parse_pca,
     print_json,
     url_option,
 )
+from .fit_options import fit_settings, leaf_from_option, paper_option, pca_option, query_classifier_option
 
 
 @handle_errors
@@ -44,7 +45,7 @@ def ingest_command(
         None,
         "--weights",
         "-w",
-        help="A local checkpoint file or a torchvision weights name (needs internet).",
+        help=WEIGHTS_HELP,
     ),
     image_size: int | None = typer.Option(None, "--image-size", help="Override the backbone's input size."),
     device: DeviceName = typer.Option(
@@ -60,11 +61,15 @@ def ingest_command(
     ),
     alpha: float = typer.Option(3.0, "--alpha", help="Default weight α of the hierarchy term for queries."),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Taxonomy file for --builder given."),
-    pca: str = typer.Option("0.95", "--pca", help="Variance share to keep, a number of components, or 'all'."),
-    leaf_from: LeafFromName = typer.Option(
-        LeafFromName("predicted"),
-        "--leaf-from",
-        help="Leaf of a stored image: predicted (Mahalanobis, the paper) or its label.",
+    pca: str | None = pca_option(),
+    query_classifier: QueryClassifierName | None = query_classifier_option(),
+    leaf_from: LeafFromName | None = leaf_from_option(),
+    paper: bool = paper_option(),
+    head: str | None = typer.Option(
+        None,
+        "--head",
+        help="With --query-classifier head and a features file: the checkpoint of the network the features "
+        "came from, whose final layer scores the classes (from images, the backbone's own is used).",
     ),
     tune: bool = typer.Option(
         False, "--tune", help="Choose t and α on a validation split of the labelled training images."
@@ -73,27 +78,51 @@ def ingest_command(
     keep_model: bool = typer.Option(
         False,
         "--keep-model",
-        help="Assign new images with the collection's stored model instead of refitting.",
+        help="Assign new images with the collection's stored model (and its leaf sources) instead of refitting.",
     ),
-    recreate: bool = typer.Option(False, "--recreate", help="Drop and rebuild the collection."),
+    recreate: bool = typer.Option(
+        False, "--recreate", help="Drop and rebuild the collection (also a damaged one)."
+    ),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="If another process is writing the collection, wait for it to finish instead of failing.",
+    ),
+    upsert_batch: int = typer.Option(1024, "--upsert-batch", min=1, help="Points per upsert request."),
     payload_key: str = typer.Option("hq", "--payload-key", help="Payload namespace of the plugin's fields."),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no phase lines on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Embed images, fit PCA + class Gaussians + the hierarchy, and upsert them into a collection.
 
     Re-running the same command updates the same points and embeds nothing again; after an
-    interruption it resumes. Exit code 1 when some files were skipped.
+    interruption it resumes (until then the collection is marked incomplete). One process at a time
+    writes a collection: another ingest into it exits 2 at once, or with --wait waits for it. Exit
+    code 1 when some files were skipped.
+
+    Leaves (DESIGN.md §1.5): a query's comes from the tied (LDA) classifier and a stored image's from its
+    label where it has one, by default; --paper fits the paper's setting (Mahalanobis leaves for queries
+    and stored images, 95 % PCA). Both are stored with the collection's model.
+
+    Progress goes to stderr, also with --json (whose stdout stays one JSON document): bars on a
+    terminal, a few plain lines otherwise. Warnings (a random network, a narrow PCA, a flat tree, classes
+    with too few images, a low leaf accuracy) are printed in yellow and listed in the JSON.
     """
     from hierqdrant.pipelines.ingest import IngestOptions, ingest
 
+    from .eval_shared import hooks, print_warnings
+
     engine = open_engine(url, api_key, data_dir)
-    show = not (quiet or as_json)
-    log = (lambda msg: err_console.print(f"[dim]{msg}[/]")) if show else None
-    options = IngestOptions(
+    show = not quiet
+    options = fit_settings(
+        IngestOptions,
+        paper=paper,
+        pca=pca,
+        query_classifier=query_classifier,
+        leaf_from=leaf_from,
         backbone=model,
         weights=weights,
         image_size=image_size,
@@ -104,22 +133,25 @@ def ingest_command(
         threshold=threshold,
         alpha=alpha,
         taxonomy=taxonomy,
-        pca=parse_pca(pca),
-        leaf_from=leaf_from.value,
+        head=head,
         payload_key=payload_key,
         tune=tune,
         tune_metric=tune_metric,
         keep_model=keep_model,
         recreate=recreate,
+        wait=wait,
+        upsert_batch=upsert_batch,
         cache_dir=data_dir / "cache",
-        progress=show,
+        progress=show and err_console.is_terminal,
     )
     try:
-        result = ingest(source, engine, collection, options, console=err_console, log=log)
+        result = ingest(source, engine, collection, options, console=err_console, hooks=hooks(show))
     finally:
         engine.close()
     summary = {**result.to_dict(), "engine": engine.kind, "location": engine.location}
     if as_json:
+        if show:
+            print_warnings(result.warnings, to_stderr=True)
         print_json(summary)
     else:
         if result.fitted:
@@ -132,6 +164,8 @@ def ingest_command(
             "classes",
             "height",
             "levels",
+            "query_classifier",
+            "leaf_from",
             "model_id",
             "splits",
             "seconds",
@@ -143,6 +177,7 @@ def ingest_command(
             table.add_row(key, str(summary[key]))
         table.add_row("skipped", str(len(result.skipped)))
         console.print(table)
+        print_warnings(result.warnings)
         for skip in result.skipped[:50]:
             err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
         if len(result.skipped) > 50:

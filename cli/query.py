@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hierqdrant.core.errors import InputError
@@ -15,6 +16,7 @@ from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
     api_key_option,
+    check_at_least,
     console,
     data_dir_option,
     err_console,
@@ -24,6 +26,8 @@ from .common import (
     resolve_collection,
     url_option,
 )
+
+QUERY_INPUTS = "image files, folders of images or a features file made by `hierqdrant embed`"
 
 
 def parse_filters(pairs: list[str]) -> Any:
@@ -52,7 +56,7 @@ def parse_filters(pairs: list[str]) -> Any:
 def _query_vectors(
     inputs: list[Path], extractor: dict[str, Any], weights: str | None, device: str
 ) -> tuple[list[str], Any, list[tuple[str, str]]]:
-    """(names, raw feature rows, skipped) for images, folders of images or features .npz files."""
+    """(names, raw feature rows or None, skipped) for images, folders of images or features .npz files."""
     import numpy as np
 
     from hierqdrant.core.features import FeatureSet
@@ -63,7 +67,7 @@ def _query_vectors(
     images: list[Path] = []
     for item in inputs:
         if item.suffix.lower() == ".npz" and item.is_file():
-            fs = FeatureSet.load(item)
+            fs = FeatureSet.load(item, fix=f"pass {QUERY_INPUTS}")
             names.extend(fs.paths or [f"{item.name}#{i}" for i in range(len(fs))])
             rows.extend(fs.features)
         elif item.is_dir():
@@ -73,9 +77,7 @@ def _query_vectors(
         elif item.exists():
             images.append(item)
         else:
-            raise InputError(
-                f"{item} does not exist", "pass image files, folders of images or a features .npz"
-            )
+            raise InputError(f"{item} does not exist", f"pass {QUERY_INPUTS}")
     if images:
         from hierqdrant.vision import extract_features
         from hierqdrant.vision.extractor import extractor_from_description
@@ -87,15 +89,45 @@ def _query_vectors(
         skipped.extend((s.path, s.reason) for s in got.skipped)
         names.extend(str(images[i]) for i in got.indices)
         rows.extend(got.features)
-    if not rows:
-        raise InputError("none of the query images could be read", "see the skipped files above")
-    return names, np.stack(rows), skipped
+    return names, (np.stack(rows) if rows else None), skipped
+
+
+def _drop_zero(model: Any, names: list[str], vectors: Any) -> tuple[list[str], Any, list[tuple[str, str]]]:
+    """Raw feature rows that project onto the model's mean have no direction: skipped, with the reason."""
+    if vectors is None or vectors.shape[1] != model.input_dims:
+        return names, vectors, []
+    zero = model.zero_rows(model.transform(vectors))
+    reason = "its features project to the zero vector (the model's mean feature): no cosine is defined"
+    dropped = [(name, reason) for name, z in zip(names, zero, strict=True) if z]
+    keep = [name for name, z in zip(names, zero, strict=True) if not z]
+    return keep, (vectors[~zero] if keep else None), dropped
+
+
+def _nothing_to_query(skipped: list[tuple[str, str]]) -> InputError:
+    """The one-line error when no query could be read: the file and its reason, or how many and where."""
+    if len(skipped) == 1:
+        path, reason = skipped[0]
+        return InputError(f"cannot query with {path}: {reason}", f"pass {QUERY_INPUTS}")
+    return InputError(
+        f"none of the {len(skipped)} queries could be used (reasons above)" if skipped else "no query images found",
+        f"pass {QUERY_INPUTS}",
+    )
+
+
+def _warn_if_incomplete(engine: Any, name: str) -> list[str]:
+    """Warnings about the collection (an ingest that did not finish), printed on stderr and returned."""
+    from hierqdrant.store.collection import state_warnings
+
+    warnings = state_warnings(engine, name)
+    for text in warnings:
+        err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+    return warnings
 
 
 @handle_errors
 def query_command(
     images: list[Path] = typer.Argument(..., help="Query images, folders of images, or features .npz files."),
-    k: int = typer.Option(10, "-k", "--top", help="How many results per query."),
+    k: int = typer.Option(10, "-k", "--top", help="How many results per query (at least 1)."),
     collection: str | None = typer.Option(
         None,
         "--collection",
@@ -128,37 +160,59 @@ def query_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rank a collection by D = cosine distance + α·height(LCA)/H for each query image."""
+    from hierqdrant.core.model import check_alpha
     from hierqdrant.store.search import HierarchicalSearcher
 
+    # options first: before the model loads and the queries are embedded
+    check_at_least(1, k=k, hnsw_ef=hnsw_ef)
+    if alpha is not None:
+        check_alpha(alpha)
+    query_filter = parse_filters(filters)
     engine = open_engine(url, api_key, data_dir)
     try:
         name = resolve_collection(engine, collection)
         searcher = HierarchicalSearcher(
             engine, name, alpha=alpha, strategy=strategy.value, exact=exact_search, hnsw_ef=hnsw_ef
         )
+        warnings = _warn_if_incomplete(engine, name)
         names, vectors, skipped = _query_vectors(images, searcher.model.extractor, weights, device)
-        results = searcher.search_batch(vectors, k, filter=parse_filters(filters), explain=True)
+        names, vectors, zero = _drop_zero(searcher.model, names, vectors)
+        skipped += zero
+        results = [] if vectors is None else searcher.search_batch(vectors, k, filter=query_filter, explain=True)
     finally:
         engine.close()
     model = searcher.model
     key = searcher.payload_key
+
+    def document(queries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "collection": name,
+            "strategy": strategy.value,
+            "alpha": searcher.alpha,
+            "model_id": model.model_id,
+            "queries": queries,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            "warnings": warnings,
+        }
+
+    if not names:  # nothing to query: the reasons (in the JSON too), then the one-line error
+        if as_json:
+            print_json(document([]))
+        elif len(skipped) > 1:  # one reason fits in the error line; several get a line each
+            _print_skipped(skipped)
+        raise _nothing_to_query(skipped)
     if as_json:
         print_json(
-            {
-                "collection": name,
-                "strategy": strategy.value,
-                "alpha": searcher.alpha,
-                "model_id": model.model_id,
-                "queries": [
+            document(
+                [
                     {
                         "query": qname,
                         "leaf": hits[0].explanation["query_leaf"] if hits and hits[0].explanation else None,
                         "hits": [{"rank": r + 1, **h.to_dict(explanation=explain)} for r, h in enumerate(hits)],
                     }
                     for qname, hits in zip(names, results, strict=True)
-                ],
-                "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            }
+                ]
+            )
         )
     else:
         for qname, hits in zip(names, results, strict=True):
@@ -191,6 +245,10 @@ def query_command(
                 row += [str(hq.get("label", "")), leaf, str(h.payload.get("path", ""))]
                 table.add_row(*row)
             console.print(table)
-        for path, reason in skipped:
-            err_console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+        _print_skipped(skipped)
     raise typer.Exit(EXIT_PARTIAL if skipped else EXIT_OK)
+
+
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from .choices import DeviceName
-from .common import EXIT_OK, EXIT_PARTIAL, console, err_console, handle_errors, print_json
+from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, check_at_least, console, err_console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from hierqdrant.vision.train import EpochStats
 
 
 class ObjectiveName(str, Enum):
@@ -21,13 +25,15 @@ class ObjectiveName(str, Enum):
 def train_command(
     dataset: Path = typer.Argument(..., help="Labelled images: an ImageFolder, train/ + test/ folders or CUB."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Checkpoint to write (best epoch; '<out>.last' holds the latest)."
+        ...,
+        "--out",
+        "-o",
+        help="Checkpoint to write (best epoch; '<out>.last' holds the latest, and the same command run again"
+        " continues from it).",
     ),
     model: str = typer.Option("resnet50", "--model", "-m", help="Backbone: torchvision name or cifar_resnet20…110."),
-    weights: str | None = typer.Option(
-        None, "--weights", "-w", help="Start from these weights (file or torchvision name)."
-    ),
-    epochs: int = typer.Option(30, "--epochs", help="Total epochs (with --resume: continue up to this many)."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
+    epochs: int = typer.Option(30, "--epochs", help="Total epochs (a resumed run continues up to this many)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per step."),
     lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of SGD (momentum 0.9, cosine schedule)."),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", help="L2 weight decay (not on biases and norms)."),
@@ -37,14 +43,40 @@ def train_command(
         ObjectiveName.ce, "--objective", help="ce (a classifier) or semantic (Barz & Denzler class embeddings)."
     ),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Class tree for --objective semantic."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from '<out>.last'."),
+    augment: str | None = typer.Option(
+        None,
+        "--augment",
+        help="flip, crop and/or rotate (comma-separated), or none. Default: crop + flip for images of 64 px and"
+        " less, flip + rotation ±30° above (the paper's recipe). Flipping is wrong for characters and text.",
+        show_default=False,
+    ),
+    resume: bool | None = typer.Option(
+        None,
+        "--resume/--fresh",
+        help="--resume: continue '<out>.last' even with other settings; --fresh: start over. Default: continue"
+        " '<out>.last' when it is a run of the same settings, else start.",
+        show_default=False,
+    ),
     device: DeviceName = typer.Option(DeviceName("auto"), "--device", help="auto, cuda or cpu."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the initialisation and the shuffling."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
-    """Train a classifier (or a semantic-embedding network) with the paper's recipe; keep the best epoch."""
-    from hierqdrant.vision.train import TrainConfig, train
+    """Train a classifier (or a semantic-embedding network) with the paper's recipe; keep the best epoch.
+
+    Interrupted (Ctrl-C, a kill), the same command run again resumes after the last complete epoch.
+    """
+    from hierqdrant.core.errors import InputError
+    from hierqdrant.vision.train import TrainConfig, check_augment, train
+
+    # the options first, before the images are read and the network is built
+    check_at_least(1, epochs=epochs, batch_size=batch_size, image_size=image_size)
+    check_at_least(0, workers=workers)
+    if not (lr > 0 and weight_decay >= 0):
+        raise InputError(f"--lr {lr} must be > 0 and --weight-decay {weight_decay} ≥ 0", "e.g. --lr 0.05")
+    if not 0 < val_share < 1:
+        raise InputError(f"--val-share {val_share} must be between 0 and 1", "e.g. --val-share 0.2")
+    augment = check_augment(augment)
 
     config = TrainConfig(
         model=model,
@@ -60,31 +92,46 @@ def train_command(
         seed=seed,
         objective=objective.value,
         taxonomy=str(taxonomy) if taxonomy else None,
+        augment=augment,
         resume=resume,
     )
-    show = not as_json
-    log = (lambda msg: err_console.print(f"[dim]{msg}[/]")) if show else None
-    result = train(dataset, out, config, console=err_console, progress=show, log=log)
+    # Each epoch as it ends: a row on stdout for people; under --json a line on stderr (stdout stays one JSON
+    # document). The bar within an epoch only on a terminal.
+    log = lambda msg: err_console.print(f"[dim]{escape(msg)}[/]", highlight=False, soft_wrap=True)  # noqa: E731
+    rows = None if as_json else EpochRows()
+    result = train(dataset, out, config, console=err_console, progress=err_console.is_terminal, log=log, on_epoch=rows)
     if as_json:
         print_json(result.to_dict())
     else:
-        table = Table(title=f"training → {out}")
-        for column in ("epoch", "loss", "train acc", "val acc", "images/s", "seconds"):
-            table.add_column(column, justify="right")
-        for e in result.history:
-            style = "bold" if e.epoch == result.best_epoch else ""
-            table.add_row(
-                str(e.epoch),
-                f"{e.train_loss:.4f}",
-                f"{e.train_acc:.4f}",
-                f"{e.val_acc:.4f}",
-                f"{e.images_per_s:,.0f}",
-                f"{e.seconds:.1f}",
-                style=style,
-            )
-        console.print(table)
+        if result.resumed_after:
+            console.print(f"resumed after epoch {result.resumed_after} from {result.last_checkpoint}")
         console.print(f"best: epoch {result.best_epoch}, validation accuracy {result.best_val_acc:.4f} → {out}")
         console.print(f"[dim]next: hierqdrant ingest {dataset} --collection NAME --model {model} --weights {out}[/]")
         for path, reason in result.skipped:
-            err_console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
     raise typer.Exit(EXIT_PARTIAL if result.skipped else EXIT_OK)
+
+
+class EpochRows:
+    """The epochs table, printed a row at a time as each epoch ends (resumed ones dim; the best so far bold)."""
+
+    COLUMNS = (("epoch", 5), ("loss", 8), ("train acc", 9), ("val acc", 8), ("images/s", 9), ("seconds", 8))
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, stats: EpochStats, best_epoch: int, resumed: bool) -> None:
+        if not self.started:
+            console.print("  ".join(f"{name:>{width}}" for name, width in self.COLUMNS), style="bold", highlight=False)
+            self.started = True
+        values = (
+            str(stats.epoch),
+            f"{stats.train_loss:.4f}",
+            f"{stats.train_acc:.4f}",
+            f"{stats.val_acc:.4f}",
+            f"{stats.images_per_s:,.0f}",
+            f"{stats.seconds:.1f}",
+        )
+        line = "  ".join(f"{v:>{width}}" for v, (_, width) in zip(values, self.COLUMNS, strict=True))
+        note = "  (resumed)" if resumed else ("  best" if best_epoch == stats.epoch else "")
+        console.print(line + note, style="dim" if resumed else None, highlight=False)

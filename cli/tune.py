@@ -1,4 +1,4 @@
-"""``hierqdrant tune``: choose t and α on a validation split of the training images and store them.
+"""``hierqdrant tune``: choose the PCA, t and α on a validation split of the training images and store them.
 
 The work is :func:`hierqdrant.evaluation.run_tune.run_tune`; this file declares the options and renders.
 """
@@ -9,18 +9,18 @@ from pathlib import Path
 
 import typer
 
-from .choices import BuilderName, LeafFromName, ProtocolName
+from .choices import BuilderName, LeafFromName, ProtocolName, QueryClassifierName
 from .common import (
     EXIT_OK,
     api_key_option,
     data_dir_option,
     handle_errors,
     open_engine,
-    parse_pca,
     print_json,
     url_option,
 )
-from .eval_shared import hooks, parse_floats, print_line, show_table, tune_table
+from .eval_shared import chosen, hooks, print_line, print_warnings, show_table, tune_settings, tune_table
+from .fit_options import fit_settings, leaf_from_option, paper_option, query_classifier_option
 
 
 @handle_errors
@@ -38,6 +38,11 @@ def tune_command(
     metric: str = typer.Option("map@r", "--metric", help="Metric to maximise: map@K, map@r, p@1 or mahp@K."),
     thresholds: str | None = typer.Option(None, "--thresholds", help="t grid, e.g. 0.05,0.1,0.2,0.3,0.5."),
     alphas: str | None = typer.Option(None, "--alphas", help="α grid, e.g. 0.5,1,2,3,5."),
+    pcas: str | None = typer.Option(
+        None,
+        "--pcas",
+        help="PCA grid: variance shares, dims or 'all', e.g. 0.95,0.99,all (the default; a collection keeps its own).",
+    ),
     val_share: float = typer.Option(0.2, "--val-share", help="Share of the training items held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the query sample."),
     protocol: ProtocolName = typer.Option(
@@ -46,56 +51,57 @@ def tune_command(
         help="split: validation queries against the rest; loo: leave-one-out within the validation items.",
     ),
     max_queries: int = typer.Option(2000, "--max-queries", help="At most this many validation queries."),
-    leaf_from: LeafFromName = typer.Option(LeafFromName("predicted"), "--leaf-from", help="predicted or label."),
+    query_classifier: QueryClassifierName | None = query_classifier_option(),
+    leaf_from: LeafFromName | None = leaf_from_option(),
+    paper: bool = paper_option(),
     score_taxonomy: Path | None = typer.Option(None, "--score-taxonomy", help="Hierarchy that scores mahp@K."),
-    pca: str = typer.Option("0.95", "--pca", help="PCA of a model fitted from --features."),
+    pca: str | None = typer.Option(None, "--pca", help="Pin the PCA instead of searching --pcas, e.g. 0.95."),
     covariance: str = typer.Option("ledoit-wolf", "--covariance", help="ledoit-wolf or oas."),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Choose t and α on a validation split of the training images; store them in the model."""
+    """Choose the PCA, t and α on a validation split of the training images; store them in the model."""
     from hierqdrant.core.settings import FitSettings
     from hierqdrant.evaluation.run_tune import TunePlan, run_tune
-    from hierqdrant.evaluation.tuning import TuneSettings
 
     plan = TunePlan(
         features=features,
         split=split,
         collection=collection,
         out=out,
-        fit=FitSettings(
+        fit=fit_settings(
+            FitSettings,
+            paper=paper,
+            pca=pca,
+            query_classifier=query_classifier,
+            leaf_from=leaf_from,
             builder=builder.value,
             taxonomy=taxonomy,
-            pca=parse_pca(pca),
-            covariance=covariance,  # type: ignore[arg-type]
-            leaf_from=leaf_from.value,
+            covariance=covariance,
         ),
-        settings=TuneSettings(
-            metric=metric,
-            thresholds=parse_floats(thresholds, "thresholds"),
-            alphas=parse_floats(alphas, "alphas"),
-            val_share=val_share,
-            seed=seed,
-            max_queries=max_queries,
-            protocol=protocol.value,
+        settings=tune_settings(
+            metric, thresholds, alphas, val_share, seed, max_queries, protocol.value, pcas, "0.95" if paper else pca
         ),
         score_taxonomy=score_taxonomy,
     )
-    report = run_tune(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(not (quiet or as_json)))
+    report = run_tune(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(not quiet))
     if as_json:
+        if not quiet:
+            print_warnings(report.result.warnings, to_stderr=True)
         print_json(report.to_dict())
         raise typer.Exit(EXIT_OK)
     result = report.result
     show_table(tune_table(result))
+    print_warnings(result.warnings)
     where = ", ".join(
         [f"model → {out}" for _ in [0] if out is not None]
         + [f"collection {collection!r} reassigned ({report.reassigned} points)" for _ in [0] if collection]
     )
     print_line(
-        f"chose t={result.best_threshold if result.best_threshold is not None else '–'}, α={result.best_alpha:g}: "
+        f"chose {chosen(result)}: "
         f"{metric} {result.best_score:.4f} (cosine {result.cosine_score:.4f}) on {result.queries} validation "
         f"queries; model {result.model.model_id}; {where}"
     )

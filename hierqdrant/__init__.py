@@ -21,6 +21,9 @@ _LAZY = {
     "SearchHit": "hierqdrant.store.search",
     "connect": "hierqdrant.store.engines",
     "HierqdrantError": "hierqdrant.core.errors",
+    "attach": "hierqdrant.pipelines.attach",
+    "detach": "hierqdrant.pipelines.attach",
+    "hq_payload_for": "hierqdrant.store.collection",
 }
 
 __all__ = [
@@ -31,7 +34,10 @@ __all__ = [
     "HierqdrantError",
     "SearchHit",
     "__version__",
+    "attach",
     "connect",
+    "detach",
+    "hq_payload_for",
 ]
 
 if TYPE_CHECKING:
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
     from hierqdrant.core.features import FeatureSet
     from hierqdrant.core.hierarchy import Hierarchy
     from hierqdrant.core.model import HierarchyModel
+    from hierqdrant.pipelines.attach import attach, detach
+    from hierqdrant.store.collection import hq_payload_for
     from hierqdrant.store.engines import connect
     from hierqdrant.store.search import HierarchicalSearcher, SearchHit
 

@@ -21,6 +21,19 @@ import numpy as np
 from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.fileio import atomic_writer
 
+LOAD_FIX = "pass an image folder or a features file made by `hierqdrant embed`"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x93NUMPY", "a bare .npy array, not an .npz archive"),
+    (b"%PDF", "a PDF document"),
+)
+
 
 @dataclass
 class FeatureSet:
@@ -89,10 +102,20 @@ class FeatureSet:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path: str | Path) -> FeatureSet:
+    def load(cls, path: str | Path, *, fix: str = LOAD_FIX) -> FeatureSet:
+        """Read a features file; anything else (an image, a text file, a bare ``.npy``, a damaged archive)
+        is refused with one line saying what the file is and, in ``fix``, what to pass instead."""
         p = Path(path)
         if not p.is_file():
             raise NotFoundError(f"features file {p} does not exist", "pass an existing .npz")
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(f"cannot read {p} ({reason})", "check its permissions") from None
+        if not head.startswith(_ZIP_MAGIC):
+            raise InputError(f"{p} is not a features .npz file ({_what_file(head)})", fix)
         try:
             with np.load(p, allow_pickle=False) as data:
                 if "features" not in data.files:
@@ -109,7 +132,35 @@ class FeatureSet:
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
-            raise InputError(f"{p} is not a readable .npz features file ({exc})", "re-create it") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, (zipfile.BadZipFile, EOFError)):
+                reason = "truncated or corrupt zip archive"
+            elif "allow_pickle" in reason or "pickled" in reason:
+                reason = "it holds Python objects; pickled data is never loaded"
+            raise InputError(
+                f"{p} is a damaged or foreign .npz features file ({reason})",
+                "re-create it with `hierqdrant embed` (or np.savez with numeric arrays)",
+            ) from None
+
+
+def _what_file(head: bytes) -> str:
+    """What the first bytes of a file say it is, for an error message."""
+    if not head:
+        return "it is empty"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "it is a WebP image"
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if head[:1] == b"\x80" and head[1:2] in {bytes([v]) for v in range(2, 6)}:
+        return "it is a Python pickle"
+    try:
+        text: str | None = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the 16 bytes is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "it is a text file"
+    return "it is not a zip archive"
 
 
 def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:

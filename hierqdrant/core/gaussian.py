@@ -61,6 +61,7 @@ class Projection:
         elif isinstance(n_components, int):
             if not 1 <= n_components <= limit:
                 raise InputError(f"PCA components {n_components} is not between 1 and min(images, dims) = {limit}")
+        check_spread(x)
         pca = PCA(n_components=n_components, svd_solver="full")
         pca.fit(x)
         return cls(
@@ -79,6 +80,23 @@ class Projection:
                 "use features from the same extractor the model was fitted on",
             )
         return (x - self.mean) @ self.components.T
+
+
+def check_spread(x: np.ndarray) -> None:
+    """Refuse features without variance: every image the same vector leaves no direction for PCA, and
+    every centred (stored) vector would be zero, so every cosine 0. Relative to the features' size, so a
+    constant extractor's rounding noise counts as none."""
+    spread = float(x.var(axis=0).sum())
+    if not spread > _FLAT * float(np.mean(x * x) * x.shape[1]):
+        raise InputError(
+            f"the features have zero variance after centring: all {x.shape[0]} images give the same vector",
+            "check the backbone and its weights (or the features file): a constant extractor cannot be indexed",
+        )
+
+
+# Below this share of the features' mean square (a spread under a millionth of their size, a few float32
+# roundings), the variance is noise: a constant extractor.
+_FLAT = 1e-12
 
 
 def shrunk_covariance(points: np.ndarray, estimator: Estimator = "ledoit-wolf") -> tuple[np.ndarray, float]:

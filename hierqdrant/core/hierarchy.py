@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from hierqdrant.core.errors import InputError
+from hierqdrant.core.newick import newick_error, parse_newick
 
 JSON_FORMAT = "hierqdrant.hierarchy"
 
@@ -359,7 +360,8 @@ class Hierarchy:
 
         def label(v: int) -> str:
             name = self.node_names[v]
-            return f"'{name}'" if re.search(r"[\s(),:;'\[\]]", name) else name
+            quoted = name.replace("'", "''")
+            return f"'{quoted}'" if re.search(r"[\s(),:;'\[\]]", name) else name
 
         def render(v: int) -> str:
             kids = self._children[v]
@@ -374,47 +376,28 @@ class Hierarchy:
     def from_newick(cls, text: str, class_names: Sequence[str] | None = None) -> Hierarchy:
         """Parse Newick. Leaves are matched to ``class_names`` by name; without names, leaves
         must be labelled ``0 … K-1`` (or named, and then sorted by order of appearance)."""
-        tokens = re.findall(r"'[^']*'|[(),;]|[^(),;']+", text.strip())
-        pos = 0
-        raw_parent: list[int] = []
-        raw_label: list[str] = []
-        raw_is_leaf: list[bool] = []
-
-        def parse(parent: int) -> None:
-            nonlocal pos
-            me = len(raw_parent)
-            raw_parent.append(parent)
-            raw_label.append("")
-            raw_is_leaf.append(True)
-            if pos < len(tokens) and tokens[pos] == "(":
-                raw_is_leaf[me] = False
-                pos += 1
-                while True:
-                    parse(me)
-                    if pos >= len(tokens):
-                        raise InputError("Newick ended inside a group")
-                    if tokens[pos] == ",":
-                        pos += 1
-                        continue
-                    if tokens[pos] == ")":
-                        pos += 1
-                        break
-                    raise InputError(f"unexpected Newick token {tokens[pos]!r}")
-            if pos < len(tokens) and tokens[pos] not in "(),;":
-                raw_label[me] = tokens[pos].split(":", 1)[0].strip().strip("'")
-                pos += 1
-
-        try:
-            parse(-1)
-        except RecursionError:
-            raise InputError("Newick tree too deep to parse") from None
+        raw = parse_newick(text)
+        raw_parent, raw_label, raw_is_leaf = raw.parent, raw.label, raw.is_leaf
         leaf_raw = [i for i, is_leaf in enumerate(raw_is_leaf) if is_leaf]
         labels = [raw_label[i] for i in leaf_raw]
+        seen: dict[str, int] = {}
+        for i in leaf_raw:
+            if raw_label[i] in seen:
+                first = raw.offset[seen[raw_label[i]]]
+                raise newick_error(
+                    text, raw.offset[i], f"leaf {raw_label[i]!r} appears twice (first at offset {first})",
+                    "name every class once",
+                )
+            seen[raw_label[i]] = i
         if class_names is not None:
             index = {name: c for c, name in enumerate(class_names)}
-            unknown = [lab for lab in labels if lab not in index]
+            unknown = [i for i in leaf_raw if raw_label[i] not in index]
             if unknown:
-                raise InputError(f"Newick leaves {unknown[:5]} are not classes")
+                more = f" (nor are {[raw_label[i] for i in unknown[1:6]]})" if len(unknown) > 1 else ""
+                raise newick_error(
+                    text, raw.offset[unknown[0]], f"leaf {raw_label[unknown[0]]!r} is not a class{more}",
+                    f"use the class names ({', '.join(list(class_names)[:5])}{', …' if len(class_names) > 5 else ''})",
+                )
             classes = [index[lab] for lab in labels]
             names = list(class_names)
         elif all(lab.isdigit() for lab in labels):
@@ -425,7 +408,12 @@ class Hierarchy:
             names = labels
         k = len(names)
         if sorted(classes) != list(range(k)):
-            raise InputError("Newick leaves must cover every class exactly once")
+            missing = sorted(set(range(k)) - set(classes))
+            raise InputError(
+                f"Newick leaves must cover every class exactly once: {len(labels)} leaves for {k} classes"
+                + (f", missing {[names[c] for c in missing[:5]]}" if missing else ""),
+                "add the missing classes as leaves (or number leaves 0 … K-1)",
+            )
         inner_raw = [i for i, is_leaf in enumerate(raw_is_leaf) if not is_leaf]
         # The Newick root comes first in parse order; ours must be last.
         inner_raw = inner_raw[1:] + inner_raw[:1]
@@ -464,7 +452,10 @@ class Hierarchy:
                 )
             return tree
         if suffix in {".nwk", ".newick", ".tree"}:
-            return cls.from_newick(_read_text(p), class_names)
+            try:
+                return cls.from_newick(_read_text(p), class_names)
+            except InputError as exc:
+                raise InputError(f"{p.name}: {exc.problem}", exc.fix) from None
         return cls.from_parent_child(p, class_names=class_names, leaf_offset=leaf_offset)
 
     # -- display ---------------------------------------------------------------------------------

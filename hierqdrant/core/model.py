@@ -1,48 +1,53 @@
-"""``HierarchyModel``: PCA + class Gaussians + class tree, fitted once and stored with a collection.
+"""``HierarchyModel``: PCA + class Gaussians + class tree + leaf sources, fitted once and stored with a collection.
 
 The ranking distance (DESIGN.md §1.6):
 
     D(q, x) = D_C(q, x) + α · h(LCA(n_q, n_x)) / H
 
-with ``D_C = 1 − cos(z_q, z_x)`` on the centred PCA vectors, ``n`` the leaf of an image (smallest
-Mahalanobis distance to a class Gaussian), ``h`` the node height (leaves 0) and ``H`` the root's height.
+with ``D_C = 1 − cos(z_q, z_x)`` on the centred PCA vectors, ``n`` the leaf of an image, ``h`` the node
+height (leaves 0) and ``H`` the root's height. The leaf (DESIGN.md §1.5) comes from the model's query
+classifier — ``mahalanobis`` (nearest class Gaussian, the paper), ``tied`` (one shared shrunk covariance,
+LDA) or ``head`` (the network's final layer on the raw feature) — and, for stored images with
+``leaf_from="label"``, from their label. The tree is always built from the per-class Gaussians: leaf
+classifier and tree builder are independent choices. The stored form is in :mod:`~hierqdrant.core.model_files`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from hierqdrant.core import build as builders
-from hierqdrant.core.errors import InputError, NotFoundError
-from hierqdrant.core.features import check_features, check_labels, npz_bytes
-from hierqdrant.core.fileio import atomic_write
+from hierqdrant.core import model_files
+from hierqdrant.core.classifiers import (
+    LEAF_FROM,
+    QUERY_CLASSIFIERS,
+    LeafFrom,
+    LinearClassifier,
+    QueryClassifier,
+    fit_tied,
+)
+from hierqdrant.core.errors import InputError
+from hierqdrant.core.features import check_features, check_labels
 from hierqdrant.core.gaussian import ESTIMATORS, Gaussians, NearestClass, Projection
 from hierqdrant.core.hierarchy import Hierarchy
+from hierqdrant.core.model_files import ARRAYS, MANIFEST, MODEL_FORMAT, MODEL_VERSION
 
-MODEL_FORMAT = "hierqdrant.model"
-MODEL_VERSION = 1
-MANIFEST = "model.json"
-ARRAYS = "arrays.npz"
-_ARRAY_NAMES = ("pca_mean", "pca_components", "pca_explained", "means", "covariances", "counts")
-
-
-def _array_digest(arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
-    out = {}
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-        out[name] = h.hexdigest()
-    return out
+__all__ = [
+    "ARRAYS",
+    "MANIFEST",
+    "MODEL_FORMAT",
+    "MODEL_VERSION",
+    "HierarchyModel",
+    "check_alpha",
+    "check_head",
+    "check_leaf_sources",
+    "unit_rows",
+]
 
 
 @dataclass(eq=False)
@@ -57,9 +62,15 @@ class HierarchyModel:
     builder: str = "overlap"
     extractor: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # fit report: overlap levels, tied classes, tuning …
+    # Leaf sources (DESIGN.md §1.5). The defaults here are what a model without them meant (and what the
+    # files of a model saved before they existed load as); :meth:`fit` defaults to ``tied`` / ``label``.
+    query_classifier: QueryClassifier = "mahalanobis"
+    leaf_from: LeafFrom = "predicted"
+    classifier: LinearClassifier | None = None  # tied: on the PCA vector z; head: on the raw feature x
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
+        self._check_leaf_sources()
         self._nearest: NearestClass | None = None
         self._lca_height: np.ndarray | None = None
         self._model_id: str | None = None
@@ -82,12 +93,21 @@ class HierarchyModel:
         n_components: int | float | None = 0.95,
         covariance: str = "ledoit-wolf",
         extractor: Mapping[str, Any] | None = None,
+        query_classifier: str = "tied",
+        leaf_from: str = "label",
+        head: LinearClassifier | None = None,
     ) -> HierarchyModel:
-        """Fit PCA, one shrunk Gaussian per class, and the class tree.
+        """Fit PCA, one shrunk Gaussian per class, the class tree and the query classifier.
 
         ``builder``: ``overlap`` (merge classes with BC ≥ ``threshold``, the paper), ``ward`` (Ward
         linkage of the class means) or ``given`` (``taxonomy``: a file or a :class:`Hierarchy`).
+        ``query_classifier``: ``tied`` (LDA on the PCA vectors, fitted here), ``mahalanobis`` (the class
+        Gaussians, the paper) or ``head`` (``head``: the network's final layer, a (K, input_dims) linear
+        classifier of the raw features whose classes are ``class_names``). ``leaf_from``: how stored images
+        get their leaf (``label`` where known, else predicted; ``predicted`` for all).
+        The paper's exact setting: ``query_classifier="mahalanobis", leaf_from="predicted", n_components=0.95``.
         """
+        check_leaf_sources(query_classifier, leaf_from)
         x = check_features(features)
         k_given = len(class_names) if class_names is not None else None
         y = check_labels(labels, x.shape[0], k_given)
@@ -110,6 +130,8 @@ class HierarchyModel:
             raise InputError(f"classes {names} have no images", "remove them from the class list or add images")
         names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
 
+        if query_classifier == "head":
+            check_head(head, k, x.shape[1])
         projection = Projection.fit(x, n_components)
         z = projection.transform(x)
         gaussians = Gaussians.fit(z, y, k, estimator=covariance)  # type: ignore[arg-type]
@@ -147,7 +169,64 @@ class HierarchyModel:
             builder=builder,
             extractor=dict(extractor or {}),
             info=info,
+            query_classifier=cast(QueryClassifier, query_classifier),
+            leaf_from=cast(LeafFrom, leaf_from),
+            classifier=_classifier(query_classifier, z, y, k, covariance, head),
         )
+
+    def with_leaf_sources(
+        self,
+        query_classifier: str | None = None,
+        leaf_from: str | None = None,
+        *,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        projected: bool = True,
+        head: LinearClassifier | None = None,
+    ) -> HierarchyModel:
+        """The same PCA, Gaussians and tree with other leaf sources (a new model id).
+
+        A ``tied`` classifier is fitted on ``points`` (the training features; projected unless
+        ``projected=False``) and ``labels`` unless the model already has one; ``head`` needs ``head``.
+        """
+        kind = self.query_classifier if query_classifier is None else query_classifier
+        source = self.leaf_from if leaf_from is None else leaf_from
+        check_leaf_sources(kind, source)
+        classifier = self.classifier if kind == self.query_classifier else None
+        if kind == "head" and head is not None:
+            classifier = check_head(head, self.num_classes, self.input_dims)
+        elif kind == "head" and classifier is None:
+            check_head(None, self.num_classes, self.input_dims)
+        elif kind == "tied" and classifier is None:
+            if points is None or labels is None:
+                raise InputError(
+                    "a tied query classifier is fitted on the training features", "pass points= and labels="
+                )
+            z = np.asarray(points, dtype=np.float64) if projected else self.transform(points)
+            y = check_labels(labels, z.shape[0], self.num_classes)
+            classifier = fit_tied(z, y, self.num_classes, self.gaussians.estimator)  # type: ignore[arg-type]
+        elif kind == "mahalanobis":
+            classifier = None
+        return replace(
+            self, query_classifier=cast(QueryClassifier, kind), leaf_from=cast(LeafFrom, source), classifier=classifier
+        )
+
+    def _check_leaf_sources(self) -> None:
+        check_leaf_sources(self.query_classifier, self.leaf_from)
+        c = self.classifier
+        if self.query_classifier == "mahalanobis":
+            if c is not None:
+                raise InputError("a mahalanobis model has no linear classifier", "pass classifier=None")
+            return
+        if c is None:
+            raise InputError(f"a {self.query_classifier} model needs its linear classifier (classifier=)")
+        want = self.dims if self.query_classifier == "tied" else self.input_dims
+        space = "PCA vectors" if self.query_classifier == "tied" else "raw features"
+        if c.num_classes != self.num_classes or c.input_dims != want:
+            raise InputError(
+                f"the {self.query_classifier} classifier maps {c.input_dims}-d vectors to {c.num_classes} classes; "
+                f"the model has {self.num_classes} classes and {want}-d {space}"
+            )
 
     def with_alpha(self, alpha: float) -> HierarchyModel:
         """The same model with another default α (a new model id)."""
@@ -248,16 +327,75 @@ class HierarchyModel:
         """Centre and project raw features: ``z = (x − mean)·Pᵀ`` (N, dims)."""
         return self.projection.transform(check_features(np.atleast_2d(features)))
 
-    def assign(self, features: np.ndarray, *, projected: bool = False) -> np.ndarray:
-        """Leaf of every row: ``argmin_c (z − μ_c)ᵀ Σ_c⁻¹ (z − μ_c)`` (the Mahalanobis distance)."""
-        z = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    def assign(self, features: np.ndarray, *, projected: bool = False, raw: np.ndarray | None = None) -> np.ndarray:
+        """Leaf of every row by the model's query classifier (DESIGN.md §1.5, §3.8).
+
+        ``mahalanobis``: ``argmin_c (z − μ_c)ᵀ Σ_c⁻¹ (z − μ_c)``; ``tied``: ``argmax_c`` of the LDA score of z;
+        ``head``: ``argmax_c`` of the network's final layer on the raw feature x. ``features`` are raw, or
+        projected with ``projected=True``; a caller that projected raw rows itself passes them as ``raw``
+        too (the ``head`` needs them: a projected vector alone cannot use it).
+        """
+        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if self.query_classifier == "head":
+            assert self.classifier is not None
+            if projected:
+                if raw is None:
+                    raise InputError(
+                        "this model's query classifier is the network's head, which reads the raw feature: a "
+                        "query given as an already projected vector cannot use it",
+                        f"pass the raw {self.input_dims}-d feature (the extractor's output) instead",
+                    )
+                x = np.atleast_2d(np.asarray(raw, dtype=np.float64))
+            if x.shape[1] != self.input_dims:
+                raise InputError(f"raw features have {x.shape[1]} dims, the model takes {self.input_dims}")
+            return self.classifier(check_features(x))
+        z = x
         if not projected:
             z = self.transform(z)
         elif z.shape[1] != self.dims:
             raise InputError(f"projected vectors have {z.shape[1]} dims, the model has {self.dims}")
+        if self.query_classifier == "tied":
+            assert self.classifier is not None
+            return self.classifier(z)
         if self._nearest is None:
             self._nearest = NearestClass.of(*self.gaussians.whitening())
         return self._nearest(z)
+
+    def database_leaves(
+        self,
+        features: np.ndarray,
+        labels: Sequence[int | None] | np.ndarray | None = None,
+        *,
+        projected: bool = False,
+        raw: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Leaf of every stored item by the model's ``leaf_from``: its label (a class index ≥ 0; None or
+        −1: unknown) with ``"label"``, else — and for items without a label — :meth:`assign`."""
+        n = np.atleast_2d(np.asarray(features)).shape[0]
+        known = np.zeros(n, dtype=bool)
+        y = np.full(n, -1, dtype=np.int64)
+        if labels is not None and self.leaf_from == "label":
+            y = np.asarray([-1 if v is None else int(v) for v in labels], dtype=np.int64)
+            if y.shape != (n,) or (y >= self.num_classes).any():
+                raise InputError(f"labels must be {n} class indices in 0…{self.num_classes - 1} (or None / −1)")
+            known = y >= 0
+        if known.all():
+            return y
+        rows = np.flatnonzero(~known)
+        f = np.atleast_2d(np.asarray(features))
+        r = None if raw is None else np.atleast_2d(np.asarray(raw))[rows]
+        y[rows] = self.assign(f[rows], projected=projected, raw=r)
+        return y
+
+    def zero_rows(self, z: np.ndarray) -> np.ndarray:
+        """(N,) bool: projected rows too close to the origin (the model's mean feature) to have a direction.
+
+        Their cosine to every point is undefined (a zero vector); the searcher refuses such queries.
+        "Close" is within 1e-5 of the classes' typical spread (the root of their covariances' mean trace).
+        """
+        z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+        spread = float(np.sqrt(np.mean(np.einsum("kii->k", self.gaussians.covariances))))
+        return np.asarray(np.linalg.norm(z, axis=1) <= 1e-5 * spread)
 
     # -- the distance ----------------------------------------------------------------------------
 
@@ -287,134 +425,46 @@ class HierarchyModel:
     ) -> np.ndarray:
         """The NumPy reference of D for one raw query feature against raw database features (N,).
 
-        Leaves are assigned by Mahalanobis distance unless ``leaves`` (the database's) are given.
+        Leaves come from the model's query classifier unless ``leaves`` (the database's) are given.
         """
-        zq = self.transform(np.atleast_2d(query))
-        zx = self.transform(database)
-        leaf_q = self.assign(zq, projected=True)
-        leaf_x = self.assign(zx, projected=True) if leaves is None else np.asarray(leaves)
+        q, x = np.atleast_2d(query), np.atleast_2d(database)
+        zq, zx = self.transform(q), self.transform(x)
+        leaf_q = self.assign(zq, projected=True, raw=q)
+        leaf_x = self.assign(zx, projected=True, raw=x) if leaves is None else np.asarray(leaves)
         return self.hierarchical_distance(zq, leaf_q, zx, leaf_x, alpha)[0]
 
-    # -- storage ---------------------------------------------------------------------------------
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "pca_mean": self.projection.mean,
-            "pca_components": self.projection.components,
-            "pca_explained": self.projection.explained_variance_ratio,
-            "means": self.gaussians.means,
-            "covariances": self.gaussians.covariances,
-            "counts": self.gaussians.counts,
-        }
-
-    def _manifest(self) -> dict[str, Any]:
-        return {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "builder": self.builder,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "covariance": self.gaussians.estimator,
-            "tied_classes": np.flatnonzero(self.gaussians.tied).tolist() if self.gaussians.tied is not None else [],
-            "pca": {
-                "input_dims": self.input_dims,
-                "dims": self.dims,
-                "explained_variance": float(self.projection.explained_variance_ratio.sum()),
-            },
-            "hierarchy": self.hierarchy.to_dict(),
-            "extractor": self.extractor,
-            "info": self.info,
-            "arrays": _array_digest(self._arrays()),
-        }
+    # -- storage (the format: hierqdrant.core.model_files) ------------------------------------------
 
     @property
     def model_id(self) -> str:
         """Content hash of the manifest and the arrays (16 hex digits): equal models, equal ids."""
         if self._model_id is None:
-            canonical = json.dumps(self._manifest(), sort_keys=True, separators=(",", ":"))
-            self._model_id = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+            self._model_id = model_files.model_id_of(model_files.manifest_of(self))
         return self._model_id
 
     def to_files(self) -> dict[str, bytes]:
         """``model.json`` (manifest with the model id) and ``arrays.npz``."""
-        manifest = self._manifest()
-        manifest["model_id"] = self.model_id
-        return {
-            MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(),
-            ARRAYS: npz_bytes(self._arrays()),
-        }
+        return model_files.files_of(self)
 
     @classmethod
     def from_files(cls, files: Mapping[str, bytes], source: str = "the model") -> HierarchyModel:
         """Rebuild a model from :meth:`to_files` output; a corrupt, truncated or foreign file is refused."""
-        if MANIFEST not in files or ARRAYS not in files:
-            missing = [n for n in (MANIFEST, ARRAYS) if n not in files]
-            raise InputError(
-                f"{source} is missing {', '.join(missing)}", "re-create it with `hierqdrant hierarchy build`"
-            )
+        fields, stated = model_files.model_fields(files, source)
         try:
-            manifest = json.loads(files[MANIFEST].decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InputError(f"{source}: {MANIFEST} is not valid JSON (corrupt or truncated)") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-            raise InputError(f"{source} is not a hierqdrant model ({MANIFEST} has no format {MODEL_FORMAT!r})")
-        if manifest.get("version") != MODEL_VERSION:
-            raise InputError(
-                f"{source} has model format version {manifest.get('version')}, this hierqdrant reads {MODEL_VERSION}",
-                "upgrade hierqdrant or refit the model",
-            )
-        try:
-            with np.load(io.BytesIO(files[ARRAYS]), allow_pickle=False) as data:
-                arrays = {name: data[name] for name in _ARRAY_NAMES}
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{source}: {ARRAYS} is corrupt or truncated ({exc})", "re-create the model") from None
-        if _array_digest(arrays) != manifest.get("arrays"):
-            raise InputError(f"{source}: {ARRAYS} does not match its manifest (corrupt or mixed files)")
-        try:
-            tree = Hierarchy.from_dict(manifest["hierarchy"])
-            tied = np.zeros(tree.num_leaves, dtype=bool)
-            tied[np.asarray(manifest.get("tied_classes", []), dtype=np.int64)] = True
-            model = cls(
-                projection=Projection(arrays["pca_mean"], arrays["pca_components"], arrays["pca_explained"]),
-                gaussians=Gaussians(
-                    arrays["means"], arrays["covariances"], arrays["counts"], manifest["covariance"], tied
-                ),
-                hierarchy=tree,
-                alpha=float(manifest["alpha"]),
-                threshold=manifest.get("threshold"),
-                builder=str(manifest["builder"]),
-                extractor=dict(manifest.get("extractor") or {}),
-                info=dict(manifest.get("info") or {}),
-            )
+            model = cls(**fields)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: {MANIFEST} is missing or has a bad field ({exc})") from None
-        if manifest.get("model_id") not in (None, model.model_id):
-            raise InputError(f"{source}: model id {manifest.get('model_id')} does not match its content")
+        if stated not in (None, model.model_id):
+            raise InputError(f"{source}: model id {stated} does not match its content")
         return model
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.json`` + ``arrays.npz`` into ``directory`` (created; files replaced atomically)."""
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out} exists and is not a directory", "choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        # Arrays first, manifest last: a reader never sees a manifest whose arrays are missing.
-        for name, blob in sorted(self.to_files().items(), key=lambda kv: kv[0] == MANIFEST):
-            atomic_write(out / name, blob)
-        return out
+        return model_files.save_model(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> HierarchyModel:
-        path = Path(directory)
-        if not path.is_dir():
-            raise NotFoundError(
-                f"model directory {path} does not exist", "pass the --out of `hierqdrant hierarchy build`"
-            )
-        files = {}
-        for name in (MANIFEST, ARRAYS):
-            if (path / name).is_file():
-                files[name] = (path / name).read_bytes()
-        return cls.from_files(files, source=str(path))
+        return cls.from_files(model_files.read_model_files(directory), source=str(directory))
 
     def summary(self) -> dict[str, Any]:
         tree = self.hierarchy
@@ -431,7 +481,41 @@ class HierarchyModel:
             "threshold": self.threshold,
             "alpha": self.alpha,
             "covariance": self.gaussians.estimator,
+            "query_classifier": self.query_classifier,
+            "leaf_from": self.leaf_from,
         }
+
+
+def check_leaf_sources(query_classifier: str, leaf_from: str) -> None:
+    if query_classifier not in QUERY_CLASSIFIERS:
+        raise InputError(f"unknown query classifier {query_classifier!r}", f"use one of {', '.join(QUERY_CLASSIFIERS)}")
+    if leaf_from not in LEAF_FROM:
+        raise InputError(f"unknown leaf source {leaf_from!r}", f"use one of {', '.join(LEAF_FROM)}")
+
+
+def check_head(head: LinearClassifier | None, num_classes: int, input_dims: int) -> LinearClassifier:
+    """The network's final layer as a query classifier: K outputs over the raw ``input_dims``-d features."""
+    if head is None:
+        raise InputError(
+            "the head query classifier needs the network's final layer, which these features do not carry",
+            "ingest from images with a checkpoint that has a classifier for these classes, pass --head "
+            "CHECKPOINT, or use --query-classifier tied",
+        )
+    if head.num_classes != num_classes or head.input_dims != input_dims:
+        raise InputError(
+            f"the network's final layer maps {head.input_dims}-d features to {head.num_classes} classes; "
+            f"the model has {num_classes} classes of {input_dims}-d features",
+            "use a checkpoint trained on these classes (hierqdrant train), or --query-classifier tied",
+        )
+    return head
+
+
+def _classifier(
+    kind: str, z: np.ndarray, y: np.ndarray, k: int, estimator: str, head: LinearClassifier | None
+) -> LinearClassifier | None:
+    if kind == "tied":
+        return fit_tied(z, y, k, estimator)  # type: ignore[arg-type]
+    return head if kind == "head" else None
 
 
 def check_alpha(alpha: float) -> float:

@@ -143,6 +143,12 @@ def evaluate_collection(
     from hierqdrant.store.collection import DEFAULT_PAYLOAD_KEY, read_collection_model
 
     methods = unique_methods(methods)
+    if any(m.raw for m in methods):
+        raise InputError(
+            f"collection {collection!r} stores PCA vectors, not the raw features that cosine-raw and "
+            "euclidean-raw rank by",
+            "leave them out, or evaluate the features file (--db FEATURES.npz)",
+        )
     stored, info = read_collection_model(engine, collection)
     key = info.get("payload_key", DEFAULT_PAYLOAD_KEY)
     if database is None:
@@ -177,6 +183,7 @@ def evaluate_collection(
     db_label_of = dict(zip(database.ids, database.labels.tolist(), strict=True))
 
     scratch: list[str] = []
+    copies: dict[int, str] = {}  # one temporary copy per tree (hierarchy-only and overlap share one)
     per_query: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     paths: dict[str, str] = {}
@@ -194,9 +201,11 @@ def evaluate_collection(
                 model = stored if m.model is None else m.model
                 target, searcher_model = collection, None
                 if not _same_tree(model, stored):
-                    target = _scratch_name(collection, m.name)
-                    _copy_collection(engine, target, model, database, key)
-                    scratch.append(target)
+                    if id(model) not in copies:
+                        copies[id(model)] = _scratch_name(collection, m.name)
+                        _copy_collection(engine, copies[id(model)], model, database, key)
+                        scratch.append(copies[id(model)])
+                    target = copies[id(model)]
                     searcher_model = model
                     paths[m.key] = "engine (HierarchicalSearcher, temporary collection with this tree)"
                 else:

@@ -17,12 +17,15 @@ __all__ = ["Items", "database_leaves", "self_index", "stored_leaf_mode"]
 class Items:
     """A query set or a database: projected vectors ``z`` (N, d), class ``labels`` (N,) indexing the
     class list (−1 = unknown), item ``ids`` (N,) (point ids or file keys: a query is excluded from
-    the database item with the same id) and, optionally, stored ``leaves`` (N,)."""
+    the database item with the same id) and, optionally, stored ``leaves`` (N,) and the ``raw``
+    features (N, D) before centring and projection (what a plain Qdrant collection would store; the
+    ``cosine-raw`` and ``euclidean-raw`` methods rank by them)."""
 
     z: np.ndarray
     labels: np.ndarray
     ids: list[str]
     leaves: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.z = np.atleast_2d(np.asarray(self.z, dtype=np.float64))
@@ -35,6 +38,10 @@ class Items:
             self.leaves = np.asarray(self.leaves, dtype=np.int64).reshape(-1)
             if self.leaves.shape[0] != n:
                 raise InputError(f"{self.leaves.shape[0]} leaves for {n} vectors")
+        if self.raw is not None:
+            self.raw = np.atleast_2d(np.asarray(self.raw))
+            if self.raw.shape[0] != n:
+                raise InputError(f"{self.raw.shape[0]} raw feature rows for {n} vectors")
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -46,6 +53,7 @@ class Items:
             self.labels[idx],
             [self.ids[i] for i in idx],
             None if self.leaves is None else self.leaves[idx],
+            None if self.raw is None else self.raw[idx],
         )
 
 
@@ -60,15 +68,15 @@ def database_leaves(model: HierarchyModel, database: Items, leaf_from: str = "pr
                 "use --leaf-from predicted",
             )
         return database.labels.copy()
-    return model.assign(database.z, projected=True)
+    return model.assign(database.z, projected=True, raw=database.raw)
 
 
 def stored_leaf_mode(model: HierarchyModel, items: Items) -> str:
     """Whether the stored leaves are the predicted ones or the labels (whichever agrees more)."""
     assert items.leaves is not None
-    if len(items) == 0:
-        return "predicted"
-    predicted = float(np.mean(model.assign(items.z, projected=True) == items.leaves))
+    if len(items) == 0 or (model.query_classifier == "head" and items.raw is None):
+        return model.leaf_from  # a head needs the raw features, which a collection does not keep
+    predicted = float(np.mean(model.assign(items.z, projected=True, raw=items.raw) == items.leaves))
     known = items.labels >= 0
     by_label = float(np.mean(items.labels[known] == items.leaves[known])) if known.any() else 0.0
     return "label" if by_label > predicted else "predicted"

@@ -1,6 +1,12 @@
 """The paper's retrieval methods: their names, their distances, and building them on a fitted model.
 
-Every method ranks the database for a query by a distance on the centred PCA vectors ``z``
+Two baselines rank the raw features ``x`` as a plain Qdrant collection would store them (no centring,
+no projection): what a user has without hierqdrant.
+
+* ``cosine-raw`` — ``1 − cos(x_q, x_x)``;
+* ``euclidean-raw`` — ``‖x_q − x_x‖``.
+
+Every other method ranks the database for a query by a distance on the centred PCA vectors ``z``
 (DESIGN.md §1.6–1.7), the leaves ``n`` being the Mahalanobis leaves of the class Gaussians (database
 items: predicted, the paper's default, or their label):
 
@@ -19,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -28,9 +34,13 @@ from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel, check_alpha
 
 __all__ = [
+    "ALL_METHODS",
     "HIERARCHICAL",
     "METHODS",
+    "PLAIN",
+    "RAW_METHODS",
     "Method",
+    "MethodChoices",
     "build_methods",
     "check_method_names",
     "overlap_threshold",
@@ -38,12 +48,21 @@ __all__ = [
     "unique_methods",
 ]
 
+#: The methods on the model's PCA vectors.
 METHODS: tuple[str, ...] = ("euclidean", "cosine", "hierarchy-only", "overlap", "ward", "given")
+#: The baselines on the raw features (what a plain Qdrant collection ranks by).
+RAW_METHODS: tuple[str, ...] = ("cosine-raw", "euclidean-raw")
+#: Every method, in report order: the raw baselines first (the default list of ``eval``).
+ALL_METHODS: tuple[str, ...] = RAW_METHODS + METHODS
 HIERARCHICAL: tuple[str, ...] = ("overlap", "ward", "given")
+#: The methods without a model (no tree, no leaves).
+PLAIN: tuple[str, ...] = ("cosine-raw", "euclidean-raw", "euclidean", "cosine")
 # hierarchy-only ranks by 4·h + D_C: a level step (≥ 1) always outweighs D_C ∈ [0, 2].
 HIERARCHY_ONLY_WEIGHT = 4.0
 
 _FORMULAS = {
+    "cosine-raw": "1 − cos(x_q, x_x), raw features",
+    "euclidean-raw": "‖x_q − x_x‖, raw features",
     "euclidean": "‖z_q − z_x‖",
     "cosine": "1 − cos(z_q, z_x)",
     "hierarchy-only": "h(LCA)/H, ties by 1 − cos",
@@ -55,8 +74,9 @@ _FORMULAS = {
 
 @dataclass(frozen=True)
 class Method:
-    """One ranking. ``model`` carries the tree and the class Gaussians (None for euclidean and
-    cosine); ``alpha`` is α of ``D = D_C + α·h/H`` (overlap, ward, given)."""
+    """One ranking. ``model`` carries the tree and the class Gaussians (None for the plain methods:
+    cosine-raw, euclidean-raw, euclidean, cosine); ``alpha`` is α of ``D = D_C + α·h/H`` (overlap,
+    ward, given)."""
 
     name: str
     model: HierarchyModel | None = None
@@ -64,9 +84,9 @@ class Method:
     label: str | None = None  # the key of this method in results (default: its name)
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise InputError(f"unknown method {self.name!r}", f"use some of {', '.join(METHODS)}")
-        if self.name not in ("euclidean", "cosine") and self.model is None:
+        if self.name not in ALL_METHODS:
+            raise InputError(f"unknown method {self.name!r}", f"use some of {', '.join(ALL_METHODS)}")
+        if self.name not in PLAIN and self.model is None:
             raise InputError(f"method {self.name!r} needs a fitted model with its tree")
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
 
@@ -76,7 +96,12 @@ class Method:
 
     @property
     def hierarchical(self) -> bool:
-        return self.model is not None and self.name != "euclidean" and self.name != "cosine"
+        return self.model is not None and self.name not in PLAIN
+
+    @property
+    def raw(self) -> bool:
+        """Ranks the raw features (cosine-raw, euclidean-raw), not the PCA vectors."""
+        return self.name in RAW_METHODS
 
     @property
     def effective_alpha(self) -> float:
@@ -90,7 +115,7 @@ class Method:
         out: dict[str, Any] = {"distance": _FORMULAS[self.name]}
         if self.name in HIERARCHICAL:
             out["alpha"] = self.alpha
-        if self.model is not None and self.name not in ("euclidean", "cosine"):
+        if self.model is not None and self.name not in PLAIN:
             tree = self.model.hierarchy
             out["builder"] = self.model.builder
             if self.model.threshold is not None:
@@ -132,8 +157,8 @@ def parse_per_method(
             ) from None
         if sep:
             name = key.strip().lower()
-            if name not in METHODS:
-                raise InputError(f"--{what} names unknown method {name!r}", f"use {', '.join(METHODS)}")
+            if name not in ALL_METHODS:
+                raise InputError(f"--{what} names unknown method {name!r}", f"use {', '.join(ALL_METHODS)}")
             per[name] = number
         else:
             common = number
@@ -149,18 +174,29 @@ def check_method_names(names: Sequence[str]) -> list[str]:
             continue
         if name in ("ours", "hierarchical"):
             name = "overlap"
-        if name not in METHODS:
-            raise InputError(f"unknown method {raw!r}", f"use some of {', '.join(METHODS)}")
+        if name not in ALL_METHODS:
+            raise InputError(f"unknown method {raw!r}", f"use some of {', '.join(ALL_METHODS)}")
         if name not in out:
             out.append(name)
     if not out:
-        raise InputError("no method to evaluate", f"pass --methods, e.g. {','.join(METHODS)}")
+        raise InputError("no method to evaluate", f"pass --methods, e.g. {','.join(ALL_METHODS)}")
     return out
 
 
 def overlap_threshold(thresholds: Mapping[str, float], threshold: float | None) -> float | None:
     """The t of the overlap tree (shared by overlap and hierarchy-only) from per-method settings."""
     return thresholds.get("overlap", thresholds.get("hierarchy-only", threshold))
+
+
+class MethodChoices(TypedDict, total=False):
+    """The per-method settings of :func:`build_methods`, which
+    :func:`~hierqdrant.evaluation.tuning.prepare_methods` passes on (None or absent: the default)."""
+
+    threshold: float | None
+    thresholds: Mapping[str, float] | None
+    alpha: float | None
+    alphas: Mapping[str, float] | None
+    taxonomy: str | Path | Hierarchy | None
 
 
 def build_methods(
@@ -216,7 +252,7 @@ def build_methods(
     out: list[Method] = []
     for name in wanted:
         a = alphas.get(name, alpha if alpha is not None else base.alpha)
-        if name in ("euclidean", "cosine"):
+        if name in PLAIN:
             out.append(Method(name))
         elif name == "hierarchy-only":
             out.append(Method(name, tree_model("overlap"), 0.0))

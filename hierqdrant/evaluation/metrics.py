@@ -25,12 +25,17 @@ aggregate is the mean over the queries where it is defined (``nan`` if there is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from hierqdrant.core.errors import InputError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
+    "MetricOptions",
     "evaluate",
     "hdist_at_k",
     "hdist_at_k_per_query",
@@ -252,9 +257,7 @@ def _similarity(lca_height: np.ndarray, tree_height: float | None) -> np.ndarray
     return 1.0 - h / big_h
 
 
-def _ideal_cumsum(
-    sim: np.ndarray, counts: np.ndarray, lab: np.ndarray, k: int, self_in_db: bool
-) -> np.ndarray:
+def _ideal_cumsum(sim: np.ndarray, counts: np.ndarray, lab: np.ndarray, k: int, self_in_db: bool) -> np.ndarray:
     """(Q, k): the best possible Σ_{j≤i} s(y_q, ·) over any i database items, i = 1 … k.
 
     The ideal ranking lists the classes by decreasing similarity to y_q, each repeated as many times
@@ -277,9 +280,7 @@ def _ideal_cumsum(
     flat = (cum + rows * stride).ravel()
     pos = rows * stride + np.arange(1, k + 1)[None, :]
     j = np.searchsorted(flat, pos.ravel(), side="left").reshape(u, k) - rows * num_classes
-    ideal = np.where(
-        j < num_classes, np.take_along_axis(s_sorted, np.minimum(j, num_classes - 1), axis=1), 0.0
-    )
+    ideal = np.where(j < num_classes, np.take_along_axis(s_sorted, np.minimum(j, num_classes - 1), axis=1), 0.0)
     return np.cumsum(ideal, axis=1)[inverse]
 
 
@@ -355,14 +356,10 @@ def mahp_at_k(
 ) -> float:
     """mAHP@k = mean over queries of trapz(HP@1 … HP@k)/k (Barz & Denzler's normalisation: a perfect
     ranking scores (k − 1)/k). See :func:`mahp_at_k_per_query`."""
-    return _nanmean(
-        mahp_at_k_per_query(retrieved, query_labels, lca_height, tree_height, class_counts, k, self_in_db)
-    )
+    return _nanmean(mahp_at_k_per_query(retrieved, query_labels, lca_height, tree_height, class_counts, k, self_in_db))
 
 
-def hdist_at_k_per_query(
-    retrieved: np.ndarray, query_labels: np.ndarray, lca_height: np.ndarray, k: int
-) -> np.ndarray:
+def hdist_at_k_per_query(retrieved: np.ndarray, query_labels: np.ndarray, lca_height: np.ndarray, k: int) -> np.ndarray:
     """Per-query hdist@k = mean over the present items among the top k of h(LCA(y_q, y_j))
     (Bertinetto et al. 2020, "Making Better Mistakes"); ``nan`` for a query with no retrieved item."""
     ret, lab = _rankings(retrieved, query_labels)
@@ -399,6 +396,17 @@ def severity(retrieved: np.ndarray, query_labels: np.ndarray, lca_height: np.nda
 
 
 # ------------------------------------------------------------------------------------------ bundles
+
+
+class MetricOptions(TypedDict, total=False):
+    """The optional keyword arguments of :func:`per_query`, which :func:`evaluate` passes on."""
+
+    ks: Sequence[int]
+    lca_height: np.ndarray | None
+    tree_height: float | None
+    self_in_db: bool
+    mahp_ks: Sequence[int]
+    hdist_ks: Sequence[int]
 
 
 def per_query(
@@ -440,28 +448,14 @@ def evaluate(
     query_labels: np.ndarray,
     *,
     class_counts: np.ndarray | Sequence[int],
-    ks: Sequence[int] = DEFAULT_KS,
-    lca_height: np.ndarray | None = None,
-    tree_height: float | None = None,
-    self_in_db: bool = False,
-    mahp_ks: Sequence[int] = (250,),
-    hdist_ks: Sequence[int] = (10,),
+    **options: Unpack[MetricOptions],
 ) -> dict[str, float]:
-    """All metrics, averaged over queries: ``{key: nanmean(per_query(...)[key])}``.
+    """All metrics, averaged over queries: ``{key: nanmean(per_query(...)[key])}``; the options are
+    those of :func:`per_query`.
 
     Keys ``map@1``, ``map@5``, … (``ks``), ``map@r``, ``p@1``, and when ``lca_height`` is given
     ``mahp@250`` (``mahp_ks``), ``hdist@10`` (``hdist_ks``) and ``severity``. ``retrieved`` needs at
     least ``max R_q`` columns for map@r; fewer columns than a k count as missing (non-relevant) ranks.
     """
-    rows = per_query(
-        retrieved,
-        query_labels,
-        class_counts=class_counts,
-        ks=ks,
-        lca_height=lca_height,
-        tree_height=tree_height,
-        self_in_db=self_in_db,
-        mahp_ks=mahp_ks,
-        hdist_ks=hdist_ks,
-    )
+    rows = per_query(retrieved, query_labels, class_counts=class_counts, **options)
     return {key: _nanmean(values) for key, values in rows.items()}

@@ -154,15 +154,11 @@ def parse_perturbation(spec: str) -> Perturbation:
     A missing strength means 1. Raises :class:`~hierqdrant.core.errors.InputError` naming the allowed kinds.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise InputError(
-            f"empty perturbation spec {spec!r}", f"use kind[:strength] with kind one of: {_allowed()}"
-        )
+        raise InputError(f"empty perturbation spec {spec!r}", f"use kind[:strength] with kind one of: {_allowed()}")
     kind, sep, value = spec.strip().partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise InputError(
-            f"unknown perturbation {kind!r} in {spec!r}", f"use one of: {_allowed()} (e.g. blur:2)"
-        )
+        raise InputError(f"unknown perturbation {kind!r} in {spec!r}", f"use one of: {_allowed()} (e.g. blur:2)")
     if not sep:
         return Perturbation(kind)
     try:

@@ -41,6 +41,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, ax: Any, out: str | Path, title: str | None) -> Path:
+    """Title the axes, save the figure to ``out`` at 150 dpi and close it."""
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(out)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
 def draw_tree(tree: Hierarchy, out: str | Path, title: str | None = None) -> Path:
     """Dendrogram of ``tree``: leaves on the x axis in depth-first order, nodes at their height."""
     plt = _pyplot()
@@ -80,13 +91,7 @@ def draw_tree(tree: Hierarchy, out: str | Path, title: str | None = None) -> Pat
     ax.set_ylabel("height")
     ax.set_yticks(range(tree.tree_height + 1))
     ax.spines[["top", "right"]].set_visible(False)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(out)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, out, title)
 
 
 def plot_map_at_k(
@@ -106,10 +111,4 @@ def plot_map_at_k(
     ax.set_ylabel("mAP@k")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(out)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, out, title)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from hierqdrant.core.errors import InputError
-from hierqdrant.core.model import unit_rows
+from hierqdrant.core.model import HierarchyModel, unit_rows
 from hierqdrant.evaluation.items import Items, database_leaves, self_index
 from hierqdrant.evaluation.methods import Method, unique_methods
 from hierqdrant.evaluation.scoring import (
@@ -37,14 +37,18 @@ CHUNK_ELEMENTS = 1 << 22
 
 def _top(dist: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n smallest entries of every row, ascending (ties: lower index first);
-    ``inf`` entries (excluded items) come back as −1."""
+    ``inf`` entries (excluded items) come back as −1.
+
+    ``argpartition`` finds the n smallest in O(N); sorting their indices first and then their values
+    with a stable sort orders ties by index (cheaper than a two-key ``lexsort``)."""
     rows, cols = dist.shape
     if n < cols:
         part = np.argpartition(dist, n - 1, axis=1)[:, :n]
+        part.sort(axis=1)
     else:
         part = np.broadcast_to(np.arange(cols), (rows, cols)).copy()
     vals = np.take_along_axis(dist, part, axis=1)
-    order = np.lexsort((part, vals), axis=1)
+    order = np.argsort(vals, axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)
     idx[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
     return idx
@@ -57,24 +61,39 @@ def _chunks(n_queries: int, n_db: int, chunk_elements: int) -> Iterator[slice]:
 
 
 class _Context:
-    """What every chunk of queries shares: unit database vectors, squared norms, and per tree the
-    query leaves, the database leaves and the (K, K) table of h(LCA)/H."""
+    """What every chunk of queries shares: unit database vectors, squared norms (of the PCA vectors
+    and, for the raw methods, of the raw features), and per tree the query leaves, the database
+    leaves and the (K, K) table of h(LCA)/H."""
 
     def __init__(self, queries: Items, database: Items, methods: Sequence[Method], leaf_from: str) -> None:
         self.queries = queries
         self.database = database
-        self.db_unit = unit_rows(database.z)
+        self.needs_cos = any(m.name not in ("euclidean", "cosine-raw", "euclidean-raw") for m in methods)
+        self.needs_raw = any(m.raw for m in methods)
+        if self.needs_raw and (queries.raw is None or database.raw is None):
+            raise InputError(
+                "cosine-raw and euclidean-raw need the raw features of the queries and the database",
+                "evaluate a features file or an image folder, or leave these methods out",
+            )
+        if self.needs_raw:
+            assert queries.raw is not None and database.raw is not None
+            if queries.raw.shape[1] != database.raw.shape[1]:
+                raise InputError(f"raw queries have {queries.raw.shape[1]} dims, the database {database.raw.shape[1]}")
+            self.raw_db = np.asarray(database.raw, dtype=np.float64)
+            names = {m.name for m in methods}
+            self.raw_unit = unit_rows(self.raw_db) if "cosine-raw" in names else self.raw_db
+            self.raw_sq = np.einsum("ij,ij->i", self.raw_db, self.raw_db)
+        self.db_unit = unit_rows(database.z) if self.needs_cos else database.z
         self.db_sq = np.einsum("ij,ij->i", database.z, database.z)
-        self.needs_cos = any(m.name != "euclidean" for m in methods)
-        self.q_leaves: dict[int, np.ndarray] = {}
-        self.db_leaves: dict[int, np.ndarray] = {}
+        self.q_leaves: dict[tuple[int, int], np.ndarray] = {}
+        self.db_leaves: dict[tuple[int, int], np.ndarray] = {}
         self.tables: dict[int, np.ndarray] = {}
         for m in methods:
-            if m.model is None or m.name in ("euclidean", "cosine"):
+            if m.model is None or not m.hierarchical:
                 continue
-            g = id(m.model.gaussians)
+            g = _leaf_key(m.model)
             if g not in self.q_leaves:
-                self.q_leaves[g] = m.model.assign(queries.z, projected=True)
+                self.q_leaves[g] = m.model.assign(queries.z, projected=True, raw=queries.raw)
                 self.db_leaves[g] = (
                     database.leaves if database.leaves is not None else database_leaves(m.model, database, leaf_from)
                 )
@@ -89,22 +108,36 @@ class _Context:
 
     def distances(self, sl: slice, m: Method, cos_dist: np.ndarray | None, own: np.ndarray) -> np.ndarray:
         """(c, N) distances of ``m`` for a chunk; a query's own item (position ``own``) gets +inf."""
-        if m.name == "euclidean":
-            qz = self.queries.z[sl]
+        if m.name in ("euclidean", "euclidean-raw"):
+            raw = m.name == "euclidean-raw"
+            qz = np.asarray(self.queries.raw[sl], dtype=np.float64) if raw else self.queries.z[sl]  # type: ignore[index]
             sq = np.einsum("ij,ij->i", qz, qz)
-            dist = sq[:, None] + self.db_sq[None, :] - 2.0 * (qz @ self.database.z.T)
+            dist = (
+                sq[:, None]
+                + (self.raw_sq if raw else self.db_sq)[None, :]
+                - 2.0 * (qz @ (self.raw_db if raw else self.database.z).T)
+            )
+        elif m.name == "cosine-raw":
+            assert self.queries.raw is not None
+            dist = 1.0 - unit_rows(np.asarray(self.queries.raw[sl], dtype=np.float64)) @ self.raw_unit.T
         elif m.name == "cosine":
             assert cos_dist is not None
             dist = cos_dist.copy()
         else:
             assert cos_dist is not None and m.model is not None
-            g = id(m.model.gaussians)
+            g = _leaf_key(m.model)
             # Gather h(LCA)/H rows of the chunk's query leaves, then the database leaves' columns.
             lev = np.take(self.tables[id(m.model)][self.q_leaves[g][sl]], self.db_leaves[g], axis=1)
             dist = cos_dist + m.effective_alpha * lev
         rows = np.flatnonzero(own >= 0)
         dist[rows, own[rows]] = np.inf
         return dist
+
+
+def _leaf_key(model: HierarchyModel) -> tuple[int, int]:
+    """Models with the same Gaussians and query classifier (trees refitted from one model) give every
+    item the same leaf: their leaves are computed once."""
+    return id(model.gaussians), id(model.classifier)
 
 
 def rank(
@@ -151,7 +184,8 @@ def evaluate_arrays(
     """Rank ``database`` for every query by each method with NumPy and score the rankings.
 
     Per chunk of queries: ``C = ẑ_q ẑ_xᵀ`` (unit vectors) once for all cosine-based methods,
-    ``E = ‖z_q‖² + ‖z_x‖² − 2 z_q z_xᵀ`` for euclidean; a hierarchical method adds
+    ``E = ‖z_q‖² + ‖z_x‖² − 2 z_q z_xᵀ`` for euclidean (the same on the raw features ``x`` for
+    cosine-raw and euclidean-raw, which need ``Items.raw``); a hierarchical method adds
     ``α·h(LCA(n_q, n_x))/H`` from the (K, K) LCA-height table of its tree. The query's own item
     (same id) gets ``+inf`` and is never returned. Each query needs the top ``max(k, R_q)`` items;
     ``argpartition`` finds them in O(N) per query before they are sorted.

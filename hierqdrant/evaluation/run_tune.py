@@ -9,7 +9,7 @@ or replaces the collection's model (its points are reassigned in place).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,24 +17,15 @@ from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.collection import read_collection_items, training_rows
-from hierqdrant.evaluation.run import Hooks
+from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.evaluation.scoring import taxonomy_scoring
 from hierqdrant.evaluation.sources import load_npz, relabel
-from hierqdrant.evaluation.tuning import (
-    DEFAULT_ALPHAS,
-    DEFAULT_THRESHOLDS,
-    TuneResult,
-    TuneSettings,
-    check_grids,
-    check_tune_metric,
-    tune,
-)
+from hierqdrant.evaluation.tuning import TuneResult, TuneSettings, check_tune_settings, tune
 
 if TYPE_CHECKING:
     from hierqdrant.store.engines import Engine
 
 __all__ = ["TunePlan", "TuneReport", "check_tune_plan", "run_tune"]
-
 
 
 @dataclass
@@ -91,14 +82,10 @@ def check_tune_plan(plan: TunePlan) -> TuneSettings:
         raise NotFoundError(f"taxonomy file {taxonomy} does not exist", "pass an existing file with --taxonomy")
     if plan.score_taxonomy is not None and not plan.score_taxonomy.is_file():
         raise NotFoundError(f"--score-taxonomy {plan.score_taxonomy} does not exist")
-    settings = plan.settings
-    check_tune_metric(settings.metric, True if plan.score_taxonomy is not None else None)  # type: ignore[arg-type]
-    t_grid, a_grid = check_grids(settings.thresholds or DEFAULT_THRESHOLDS, settings.alphas or DEFAULT_ALPHAS)
-    if not 0.0 < settings.val_share < 1.0:
-        raise InputError(f"--val-share {settings.val_share} must be between 0 and 1", "e.g. --val-share 0.2")
+    settings = check_tune_settings(plan.settings, plan.score_taxonomy is not None)
     if settings.max_queries is not None and settings.max_queries < 1:
         raise InputError(f"--max-queries {settings.max_queries} must be ≥ 1")
-    return replace(settings, thresholds=t_grid, alphas=a_grid)
+    return settings
 
 
 def run_tune(plan: TunePlan, connect: Callable[[], Engine] | None = None, hooks: Hooks | None = None) -> TuneReport:
@@ -112,9 +99,11 @@ def run_tune(plan: TunePlan, connect: Callable[[], Engine] | None = None, hooks:
             if connect is None:
                 raise InputError(f"--collection {plan.collection} needs a store to read it from")
             engine = connect()
+            hooks.log(f"reading collection {plan.collection!r}")
             stored, _info, items, splits = read_collection_items(engine, plan.collection)
         extractor: dict[str, Any] | None
         if plan.features is not None:
+            hooks.log(f"reading {plan.features}")
             src = load_npz(plan.features)
             src = src.select(plan.split if plan.split else ("train" if src.has_split("train") else None))
             class_names = stored.class_names if stored is not None else src.class_names
@@ -146,6 +135,7 @@ def run_tune(plan: TunePlan, connect: Callable[[], Engine] | None = None, hooks:
             projected=projected,
             scoring=scoring,
             extractor=extractor,
+            hooks=hooks,
         )
         report = TuneReport(result, source, out=plan.out)
         if plan.out is not None:

@@ -103,9 +103,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, *, n_resamples: int = 10000, seed:
     x, y = x[keep], y[keep]
     n = int(x.shape[0])
     if n == 0:
-        raise InputError(
-            "no query has a score for both methods", "compare metrics defined on the same queries"
-        )
+        raise InputError("no query has a score for both methods", "compare metrics defined on the same queries")
     d = x - y
     rng = np.random.default_rng(seed)
     boot = _bootstrap_means(d, int(n_resamples), rng)

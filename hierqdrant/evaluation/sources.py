@@ -31,7 +31,9 @@ SourceKind = Literal["collection", "npz", "folder"]
 
 @dataclass
 class Source:
-    """Raw features with labels, class names, keys (relative paths) and splits, from a file or images."""
+    """Raw features with labels, class names, keys (relative paths) and splits, from a file or images.
+    ``origin``: the resolved file or folder they came from; two items are the same item when they
+    have the same origin and key (a perturbed copy of an image included)."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -40,6 +42,7 @@ class Source:
     splits: list[str] | None
     name: str
     extractor: dict[str, Any] | None = None
+    origin: str = ""
 
     def select(self, split: str | None) -> Source:
         if split is None:
@@ -58,6 +61,7 @@ class Source:
             [self.splits[i] for i in idx],
             f"{self.name} [{split}]",
             self.extractor,
+            self.origin,
         )
 
     def has_split(self, split: str) -> bool:
@@ -69,7 +73,8 @@ class Source:
 
 @dataclass
 class EmbedOptions:
-    """How image folders are embedded: the backbone (None: the collection's extractor) and the loader.
+    """How image folders are embedded: the backbone (None: the collection's extractor), its input size
+    (``image_size``; None: the backbone's, or the one the collection was embedded at) and the loader.
     ``quiet``: no progress bar; ``console``: where the bar and skipped files are reported."""
 
     model: str | None = None
@@ -80,6 +85,7 @@ class EmbedOptions:
     quiet: bool = False
     console: Console | None = None
     on_skip: Callable[[str, str], None] | None = None  # (path, reason) of an image that could not be read
+    image_size: int | None = None
 
 
 def load_npz(path: Path) -> Source:
@@ -96,6 +102,7 @@ def load_npz(path: Path) -> Source:
         list(keys),
         [s or "" for s in data.splits] if data.splits is not None else None,
         path.name,
+        origin=str(path.resolve()),
     )
 
 
@@ -118,9 +125,16 @@ def load_images(
     if any(it.label is None for it in items):
         raise InputError(f"{folder} holds unlabelled images", "evaluation needs class subfolders")
     if opts.model is not None:
-        backbone = load_backbone(opts.model, opts.weights)
+        backbone = load_backbone(opts.model, opts.weights, image_size=opts.image_size)
         description = describe(backbone, opts.weights)
     elif extractor is not None and has_image_extractor(extractor):
+        stored_size = extractor.get("image_size")
+        if opts.image_size is not None and stored_size is not None and int(stored_size) != opts.image_size:
+            raise InputError(
+                f"--image-size {opts.image_size} would embed the queries differently from the collection "
+                f"(embedded at {stored_size})",
+                "leave --image-size out: queries are embedded as the collection was",
+            )
         backbone = extractor_from_description(extractor, opts.weights)
         description = dict(extractor)
     else:
@@ -157,6 +171,7 @@ def load_images(
         [it.split or "" for it in kept] if any(it.split for it in kept) else None,
         folder.name + (f" ({perturb})" if perturb else ""),
         description,
+        str(folder.resolve()),
     )
 
 

@@ -1,52 +1,84 @@
-"""Choose the overlap threshold t and the weight α on a validation split of the training images.
+"""Choose the PCA, the overlap threshold t and the weight α on a validation split of the training images.
 
 The labelled training items are split per class (stratified, seeded) into a *fit* part and a
 *validation* part (``val_share``). PCA and the class Gaussians are fitted on the fit part only, so the
-validation labels never shape the model that is scored. For every t in ``thresholds`` the overlap tree
-is rebuilt from the fit part's Gaussians (ward and given: one tree), and for every α in ``alphas`` the
-retrieval
+validation labels never shape the model that is scored — once per PCA value of the grid (kept
+variance share, dims, or every dim; default 0.95, 0.99, all). For every t in ``thresholds`` the overlap
+tree is rebuilt from the fit part's Gaussians (ward and given: one tree), and for every α in ``alphas``
+the retrieval
 
     D(q, x) = (1 − cos(z_q, z_x)) + α · h(LCA(n_q, n_x)) / H
 
 is scored on the validation images with one of two protocols:
 
 * ``split`` — validation images are the queries, the fit part the database (new images searched in
-  an ingested collection);
+  an ingested collection); the default of ``tune``, ``eval --tune`` and ``ingest --tune`` alike;
 * ``loo`` — leave-one-out within the validation images (the paper's protocol on a test set).
 
 The cosine similarities do not depend on t or α: :func:`hierqdrant.evaluation.ranking.evaluate_arrays`
-computes them once per chunk of queries and scores the whole grid from them. The best (t, α) maximises
-``metric`` (ties: the first in grid order, i.e. the smaller t, then the smaller α). The returned model
-is then fitted on *all* the given items with that t and α, and records the search in
-``model.info["tuning"]``. Nothing here reads the evaluation queries: the caller passes training data only.
+computes them once per chunk of queries and scores a PCA value's whole grid from them
+(:mod:`hierqdrant.evaluation.tune_grid`). The best (pca, t, α) maximises ``metric`` (ties: the first in
+grid order, i.e. fewer dims, then the smaller t, then the smaller α). When it sits on the edge of a grid
+(and beats its inner neighbour) that grid is widened once — t below its smallest or above its largest
+value, α beyond its largest or below its smallest, fewer dims or all of them — and the search re-run on
+the widened grid; still on the edge, a warning says so. The returned model is then fitted on *all* the
+given items with the chosen values, and records the search in ``model.info["tuning"]``. Nothing here
+reads the evaluation queries: the caller passes training data only.
 
-:func:`prepare_methods` builds the methods of an evaluation, tuned this way when asked.
+:func:`prepare_methods` builds the methods of an evaluation on a model whose PCA is fixed, tuned this
+way when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hierqdrant.core import build as builders
+from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.features import check_features, check_labels
-from hierqdrant.core.gaussian import Gaussians
-from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel, check_alpha
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.core.splits import stratified_split
-from hierqdrant.evaluation.items import Items
-from hierqdrant.evaluation.methods import HIERARCHICAL, Method, build_methods, check_method_names, overlap_threshold
-from hierqdrant.evaluation.ranking import evaluate_arrays
+from hierqdrant.evaluation.hooks import Hooks
+from hierqdrant.evaluation.methods import (
+    HIERARCHICAL,
+    PLAIN,
+    Method,
+    MethodChoices,
+    build_methods,
+    check_method_names,
+    overlap_threshold,
+)
 from hierqdrant.evaluation.scoring import Scoring, parse_metric
+from hierqdrant.evaluation.tune_grid import (
+    DEFAULT_PCAS,
+    PcaValue,
+    Point,
+    Space,
+    TuneRow,
+    best_point,
+    check_pca_grid,
+    edges,
+    grid_rows,
+    make_space,
+    pca_json,
+    pca_label,
+    score_space,
+    tune_warnings,
+    widen,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "DEFAULT_PCAS",
     "DEFAULT_THRESHOLDS",
     "PROTOCOLS",
     "Protocol",
@@ -55,8 +87,10 @@ __all__ = [
     "TuneSettings",
     "check_grids",
     "check_tune_metric",
+    "check_tune_settings",
     "prepare_methods",
     "tune",
+    "tune_methods",
 ]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -71,8 +105,10 @@ MIN_FIT_PER_CLASS = 2
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """How t and α are chosen: the metric, the grids (None: the default grids), the validation split
-    (``val_share``, ``seed``), the protocol and the cap on validation queries."""
+    """How the PCA, t and α are chosen: the metric, the grids (None: the default grids), the validation
+    split (``val_share``, ``seed``), the protocol, the cap on validation queries, and whether a grid
+    whose edge wins is widened once (``widen``). ``pcas``: kept variance shares (float), dims (int)
+    or every dim (None); ignored when the PCA is fixed (a collection's)."""
 
     metric: str = "map@r"
     thresholds: Sequence[float] | None = None
@@ -81,23 +117,16 @@ class TuneSettings:
     seed: int = 0
     max_queries: int | None = 2000
     protocol: Protocol = "split"
-
-
-@dataclass(frozen=True)
-class TuneRow:
-    """One grid point: t (None for ward / given), α, the validation score and the tree's shape."""
-
-    threshold: float | None
-    alpha: float
-    score: float
-    height: int
-    nodes: int
+    pcas: Sequence[PcaValue] | None = None
+    widen: bool = True
 
 
 @dataclass
 class TuneResult:
-    """The chosen ``best_threshold`` / ``best_alpha``, every grid row, and ``model``: fitted on all the
-    given items with them (``model.threshold``, ``model.alpha``; the search in ``model.info["tuning"]``)."""
+    """The chosen ``best_pca`` / ``best_threshold`` / ``best_alpha``, every grid row, and ``model``:
+    fitted on all the given items with them (``model.threshold``, ``model.alpha``, its PCA; the search
+    in ``model.info["tuning"]``). ``widened``: the grid edges extended once; ``warnings``: what makes
+    the result mean little; ``leaf_accuracy``: of the chosen PCA's Gaussians on the validation split."""
 
     best_threshold: float | None
     best_alpha: float
@@ -113,6 +142,12 @@ class TuneResult:
     queries: int
     val_share: float
     seed: int
+    best_pca: PcaValue = None
+    best_dims: int = 0
+    pcas: list[PcaValue] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    leaf_accuracy: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,8 +164,16 @@ class TuneResult:
             "queries": self.queries,
             "val_share": self.val_share,
             "seed": self.seed,
+            "best_pca": pca_json(self.best_pca),
+            "best_dims": self.best_dims,
+            "pcas": [pca_json(p) for p in self.pcas],
+            "widened": list(self.widened),
+            "leaf_accuracy": _num(self.leaf_accuracy),
+            "warnings": list(self.warnings),
             "grid": [
                 {
+                    "pca": pca_json(r.pca),
+                    "dims": r.dims,
                     "threshold": r.threshold,
                     "alpha": r.alpha,
                     "score": _num(r.score),
@@ -156,6 +199,20 @@ def check_tune_metric(metric: str, scoring: Scoring | None = None) -> tuple[str,
     if kind == "mahp" and scoring is None:
         raise InputError(f"tuning on {metric} needs a hierarchy to score it", "pass --score-taxonomy FILE")
     return kind, k
+
+
+def check_tune_settings(settings: TuneSettings, scored: bool) -> TuneSettings:
+    """What can be checked of ``settings`` before any work, ``scored`` saying whether a scoring hierarchy
+    is given up front (mahp needs one): the metric, the grids, the validation share. Returns the
+    settings with the grids validated and de-duplicated (None: the default grid)."""
+    check_tune_metric(settings.metric, True if scored else None)  # type: ignore[arg-type]
+    t_grid, a_grid = check_grids(settings.thresholds or DEFAULT_THRESHOLDS, settings.alphas or DEFAULT_ALPHAS)
+    p_grid = check_pca_grid(DEFAULT_PCAS if settings.pcas is None else settings.pcas)
+    if not 0.0 < settings.val_share < 1.0:
+        raise InputError(f"--val-share {settings.val_share} must be between 0 and 1", "e.g. --val-share 0.2")
+    if settings.protocol not in PROTOCOLS:
+        raise InputError(f"unknown tuning protocol {settings.protocol!r}", "use split or loo")
+    return replace(settings, thresholds=t_grid, alphas=a_grid, pcas=p_grid)
 
 
 def check_grids(thresholds: Sequence[float], alphas: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -193,22 +250,28 @@ def tune(
     projected: bool = False,
     scoring: Scoring | None = None,
     extractor: dict[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
+    hooks: Hooks | None = None,
+    head: LinearClassifier | None = None,
 ) -> TuneResult:
-    """Grid-search t and α on a validation split of ``features`` / ``labels`` (training items only).
+    """Grid-search the PCA, t and α on a validation split of ``features`` / ``labels`` (training items only).
 
     ``fit``: the builder (overlap: t and α are tuned; ward, given: α), its taxonomy, the leaf source
-    of database items, and PCA / covariance of a model fitted here (its t and α are not used).
+    of database items and the covariance estimator (its pca, t and α are not used: the grids are).
     ``settings``: the metric (``map@K``, ``map@r``, ``p@1``, or ``mahp@K`` with a ``scoring``
-    hierarchy), the grids, the split, the protocol; ``max_queries`` caps the validation queries (a
-    seeded subsample) to bound the cost.
+    hierarchy), the grids (``pcas``, ``thresholds``, ``alphas``; None: the defaults), the split, the
+    protocol, ``max_queries`` (a seeded subsample of the validation queries bounds the cost) and
+    ``widen`` (extend a grid once when the best value sits on its edge).
     ``base_model``: keep its PCA (and class list) and refit only the class Gaussians and the tree —
     what a collection needs, whose stored vectors depend on the PCA (``features`` are then projected
-    vectors when ``projected=True``). Without it, PCA and the Gaussians are fitted on the fit part, and
-    the final model on all items.
+    vectors when ``projected=True``); the PCA grid is then that one projection. Without it, PCA and the
+    Gaussians are fitted once per PCA value on the fit part, and the final model on all items.
+    ``hooks``: a log line and a progress counter per PCA value scored. The leaf sources are ``fit``'s
+    (``query_classifier``, ``leaf_from``; ``head``: the network's final layer for a ``head`` classifier),
+    every classifier fitted on the fit part only.
     """
     fit = fit if fit is not None else FitSettings()
     settings = settings if settings is not None else TuneSettings()
+    hooks = hooks or Hooks()
     builder, metric, protocol = fit.builder, settings.metric, settings.protocol
     val_share, seed, max_queries, leaf_from = settings.val_share, settings.seed, settings.max_queries, fit.leaf_from
     if builder not in builders.BUILDERS:
@@ -220,7 +283,7 @@ def tune(
         raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
     if max_queries is not None and int(max_queries) < 1:
         raise InputError(f"max_queries={max_queries} must be ≥ 1")
-    alpha_grid = _check_grid(DEFAULT_ALPHAS if settings.alphas is None else settings.alphas, "alphas", check_alpha)
+    a_grid = _check_grid(DEFAULT_ALPHAS if settings.alphas is None else settings.alphas, "alphas", check_alpha)
     t_grid: list[float | None] = (
         list(
             _check_grid(
@@ -231,6 +294,11 @@ def tune(
         )
         if builder == "overlap"
         else [None]
+    )
+    p_grid: list[PcaValue] = (
+        [base_model.dims]
+        if base_model is not None
+        else check_pca_grid(DEFAULT_PCAS if settings.pcas is None else settings.pcas)
     )
     x = check_features(features)
     names = list(class_names) if class_names is not None else None
@@ -246,86 +314,56 @@ def tune(
     missing = np.setdiff1d(np.arange(num_classes), y[fit_idx])
     if missing.size:
         raise InputError(f"classes {missing[:5].tolist()} have no training items", "give every class images")
+    q_rows = _query_rows(val_idx.size, max_queries, np.random.default_rng([seed, 1]))
 
-    # The model that is scored: fitted on the fit part only.
-    if base_model is not None:
-        z_all = x.astype(np.float64) if projected else base_model.transform(x)
-        if z_all.shape[1] != base_model.dims:
-            raise InputError(f"projected features have {z_all.shape[1]} dims, the model {base_model.dims}")
-        gauss = Gaussians.fit(z_all[fit_idx], y[fit_idx], num_classes, estimator=base_model.gaussians.estimator)  # type: ignore[arg-type]
-        fit_model = replace(base_model, gaussians=gauss, builder="overlap", threshold=base_model.threshold or 0.3)
-        z_fit, z_val = z_all[fit_idx], z_all[val_idx]
-    else:
-        fit_model = HierarchyModel.fit(
-            x[fit_idx],
-            y[fit_idx],
-            class_names=names,
-            builder="ward",  # the tree is rebuilt per grid point below; ward is the cheapest to fit here
-            n_components=fit.pca,
-            covariance=fit.covariance,
-        )
-        z_fit, z_val = fit_model.transform(x[fit_idx]), fit_model.transform(x[val_idx])
-    y_fit, y_val = y[fit_idx], y[val_idx]
+    # One space per PCA value: PCA and the Gaussians fitted once on the fit part, every (t, α) scored
+    # in one ranking pass over the validation queries.
+    metric_options: dict[str, Any] = {
+        "ks": [k] if kind == "map" and k is not None else [],
+        "map_r": kind == "map@r",
+        "mahp_ks": [k] if kind == "mahp" and k is not None else [],
+    }
+    key = "map@r" if kind == "map@r" else ("p@1" if kind == "p@1" else f"{kind}@{k}")
+    spaces: dict[PcaValue, Space] = {}
 
-    rng = np.random.default_rng([seed, 1])
-    q_rows = _query_rows(val_idx.size, max_queries, rng)
-    if protocol == "split":
-        database = Items(z_fit, y_fit, [f"f{i}" for i in range(z_fit.shape[0])])
-        queries = Items(z_val[q_rows], y_val[q_rows], [f"v{i}" for i in q_rows])
-    else:
-        database = Items(z_val, y_val, [f"v{i}" for i in range(z_val.shape[0])])
-        queries = database.subset(q_rows)
+    def run(pcas: list[PcaValue], ts: list[float | None], alphas: list[float]) -> Point:
+        for p in pcas:
+            if p not in spaces:
+                hooks.log(
+                    f"tuning {builder}: fitting PCA {pca_label(p)} and the class Gaussians on {fit_idx.size} items"
+                )
+                space = make_space(
+                    p, x, y, fit_idx, val_idx, q_rows, protocol=protocol, leaf_from=leaf_from,
+                    covariance=fit.covariance, class_names=names, base_model=base_model, projected=projected,
+                    query_classifier=fit.query_classifier, head=head,
+                )  # fmt: skip
+                # Two values that keep the same dims are the same projection: score it once.
+                spaces[p] = next((s for s in spaces.values() if s.dims == space.dims), space)
+            score_space(
+                spaces[p], ts, alphas, builder=builder, taxonomy=fit.taxonomy, key=key,
+                metric_options=metric_options, scoring=scoring, hooks=hooks, label=f"tuning {builder}",
+            )  # fmt: skip
+        return best_point(grid_rows(spaces, pcas, ts, alphas), metric)
 
-    no_points, no_labels = np.zeros((0, fit_model.dims)), np.zeros(0, np.int64)
-    trees: list[tuple[float | None, HierarchyModel]] = []
-    for t in t_grid:
-        if builder == "overlap":
-            trees.append((t, fit_model.refit_tree(z_fit, y_fit, builder="overlap", threshold=t)))
-        else:
-            trees.append((None, fit_model.refit_tree(no_points, no_labels, builder=builder, taxonomy=fit.taxonomy)))
-    # Database leaves: the same for every tree (the Gaussians are shared).
-    if leaf_from == "label":
-        database.leaves = database.labels.copy()
-    elif leaf_from == "predicted":
-        database.leaves = fit_model.assign(database.z, projected=True)
-    else:
-        raise InputError(f"unknown leaf source {leaf_from!r}", "use predicted or label")
-
-    # One evaluation pass scores the whole grid (and cosine, for reference): the cosine block of a
-    # chunk of queries is computed once and every (t, α) adds its own hierarchy term to it.
-    ks = [k] if kind == "map" and k is not None else []
-    map_r = kind == "map@r"
-    mahp_ks = [k] if kind == "mahp" and k is not None else []
-    key = "map@r" if map_r else ("p@1" if kind == "p@1" else f"{kind}@{k}")
-    grid: list[tuple[float | None, float, HierarchyModel]] = [(t, a, model) for t, model in trees for a in alpha_grid]
-    methods = [Method("cosine")] + [
-        Method(builder, model, a, label=f"grid{i}") for i, (_t, a, model) in enumerate(grid)
-    ]
-    res = evaluate_arrays(
-        queries,
-        database,
-        methods,
-        num_classes=num_classes,
-        ks=ks,
-        map_r=map_r,
-        scoring=scoring,
-        mahp_ks=mahp_ks,
-        hdist_ks=(),
-        progress=progress,
+    best = run(p_grid, t_grid, a_grid)
+    axes = edges(best, spaces, p_grid, t_grid, a_grid)
+    widened: list[str] = []
+    if axes and settings.widen:
+        max_dims = base_model.dims if base_model is not None else min(fit_idx.size, x.shape[1])
+        p_grid, t_grid, a_grid, widened = widen(axes, best, spaces[best[0]].dims, p_grid, t_grid, a_grid, max_dims)
+        if widened:
+            hooks.log(f"tuning {builder}: the best point is on the grid's edge ({', '.join(widened)}); widening once")
+            best = run(p_grid, t_grid, a_grid)
+            axes = edges(best, spaces, p_grid, t_grid, a_grid)
+    rows = grid_rows(spaces, p_grid, t_grid, a_grid)
+    best_p, best_t, best_a = best
+    chosen = spaces[best_p]
+    warnings = tune_warnings(
+        best, axes, widened, chosen, t_grid, a_grid, p_grid, spaces, y, num_classes, names, builder
     )
-    cosine_score = res.metrics["cosine"][key]
-    scores = [res.metrics[f"grid{i}"][key] for i in range(len(grid))]
-    rows = [
-        TuneRow(t, a, s, model.tree_height, model.hierarchy.num_nodes)
-        for (t, a, model), s in zip(grid, scores, strict=True)
-    ]
-    finite = [i for i, r in enumerate(rows) if np.isfinite(r.score)]
-    if not finite:
-        raise InputError(f"{metric} is undefined on every validation query", "raise --val-share or pick another metric")
-    best = max(finite, key=lambda i: (rows[i].score, -i))
-    best_t, best_a = rows[best].threshold, rows[best].alpha
 
-    # The final model: all the given items, the chosen t and α.
+    # The final model: all the given items, the chosen PCA, t and α.
+    no_labels = np.zeros(0, np.int64)
     if base_model is not None:
         z_all_final = x.astype(np.float64) if projected else base_model.transform(x)
         if builder == "overlap":
@@ -335,41 +373,36 @@ def tune(
                 np.zeros((0, base_model.dims)), no_labels, builder=builder, taxonomy=fit.taxonomy, alpha=best_a
             )
     else:
-        chosen = replace(fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a)
-        final = chosen.fit_model(x, y, class_names=names, extractor=extractor)
-    record = {
-        "metric": metric,
-        "protocol": protocol,
-        "best_threshold": best_t,
-        "best_alpha": best_a,
-        "best_score": _num(rows[best].score),
-        "cosine_score": _num(cosine_score),
-        "thresholds": [t for t in t_grid],
-        "alphas": alpha_grid,
-        "val_share": float(val_share),
-        "seed": int(seed),
-        "fit_size": int(fit_idx.size),
-        "val_size": int(val_idx.size),
-        "queries": len(queries),
-        "leaf_from": leaf_from,
-    }
-    final = replace(final, info={**final.info, "tuning": record})
-    return TuneResult(
+        hooks.log(f"tuning {builder}: fitting the chosen model on all {x.shape[0]} items")
+        chosen_fit = replace(fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a, pca=best_p)
+        final = chosen_fit.fit_model(x, y, class_names=names, extractor=extractor, head=head)
+    best_row = next(r for r in rows if (r.pca, r.threshold, r.alpha) == best)
+    result = TuneResult(
         best_threshold=best_t,
         best_alpha=best_a,
-        best_score=rows[best].score,
+        best_score=best_row.score,
         metric=metric,
         builder=builder,
         protocol=protocol,
         rows=rows,
         model=final,
-        cosine_score=cosine_score,
+        cosine_score=chosen.cosine,
         fit_size=int(fit_idx.size),
         val_size=int(val_idx.size),
-        queries=len(queries),
+        queries=len(chosen.queries),
         val_share=float(val_share),
         seed=int(seed),
+        best_pca=best_p,
+        best_dims=chosen.dims,
+        pcas=list(p_grid),
+        widened=widened,
+        warnings=warnings,
+        leaf_accuracy=chosen.val_accuracy,
     )
+    record = {k: v for k, v in result.to_dict().items() if k not in ("grid", "model_id", "builder")}
+    record.update(thresholds=list(t_grid), alphas=list(a_grid), leaf_from=leaf_from)
+    result.model = replace(final, info={**final.info, "tuning": record})
+    return result
 
 
 def prepare_methods(
@@ -378,45 +411,74 @@ def prepare_methods(
     fit_z: np.ndarray | None,
     fit_labels: np.ndarray | None,
     *,
-    threshold: float | None = None,
-    thresholds: Mapping[str, float] | None = None,
-    alpha: float | None = None,
-    alphas: Mapping[str, float] | None = None,
-    taxonomy: str | Path | Hierarchy | None = None,
     tuning: TuneSettings | None = None,
     protocol: Protocol | None = None,
     leaf_from: str = "predicted",
     scoring: Scoring | None = None,
     log: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
+    **choices: Unpack[MethodChoices],
 ) -> tuple[list[Method], dict[str, TuneResult]]:
-    """:func:`~hierqdrant.evaluation.methods.build_methods`, or with ``tuning`` the methods with t and α
-    chosen by :func:`tune` on a validation split of the *training* points ``fit_z`` / ``fit_labels``
-    (projected by ``base``, whose PCA is kept). A t or α given explicitly for a method is kept fixed
-    (its grid is that one value). ``protocol`` overrides ``tuning.protocol``. Returns the methods and
-    ``{builder: TuneResult}``.
+    """:func:`~hierqdrant.evaluation.methods.build_methods` (``choices``: its threshold, thresholds,
+    alpha, alphas and taxonomy), or with ``tuning`` the methods with t and α chosen by :func:`tune` on a
+    validation split of the *training* points ``fit_z`` / ``fit_labels`` (projected by ``base``, whose
+    PCA is kept). A t or α given explicitly for a method is kept fixed (its grid is that one value).
+    ``protocol`` overrides ``tuning.protocol``. Returns the methods and ``{builder: TuneResult}``.
     """
     if tuning is None:
-        methods = build_methods(
-            names,
-            base,
-            fit_z,
-            fit_labels,
-            threshold=threshold,
-            thresholds=thresholds,
-            alpha=alpha,
-            alphas=alphas,
-            taxonomy=taxonomy,
-        )
-        return methods, {}
+        return build_methods(names, base, fit_z, fit_labels, **choices), {}
     if fit_z is None or fit_labels is None:
         raise InputError("tuning needs the labelled training points", "pass the training features")
+    if protocol is not None:
+        tuning = replace(tuning, protocol=protocol)
+    hooks = hooks or (Hooks(log=log) if log is not None else None)
+    _, methods, tuned = tune_methods(
+        names, fit_z, fit_labels, base.class_names, tuning=tuning, base=base, projected=True,
+        leaf_from=leaf_from, scoring=scoring, hooks=hooks, **choices,
+    )  # fmt: skip
+    return methods, tuned
+
+
+def tune_methods(
+    names: Sequence[str],
+    fit_x: np.ndarray,
+    fit_labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    tuning: TuneSettings,
+    base: HierarchyModel | None = None,
+    projected: bool = False,
+    leaf_from: str | None = None,
+    query_classifier: str | None = None,
+    covariance: str = "ledoit-wolf",
+    scoring: Scoring | None = None,
+    hooks: Hooks | None = None,
+    extractor: dict[str, Any] | None = None,
+    **choices: Unpack[MethodChoices],
+) -> tuple[HierarchyModel, list[Method], dict[str, TuneResult]]:
+    """The methods ``names`` with the PCA, t and α chosen by :func:`tune` on the training items only.
+
+    Without ``base`` (a features file or image folder: ``fit_x`` are raw features) the first
+    hierarchical builder asked for (overlap, also for hierarchy-only; else ward; else given) chooses
+    the PCA with its t and α — exactly what ``ingest --tune`` and ``tune`` run on the same items — and
+    its tuned model is the returned base: every PCA-space method (euclidean, cosine, the other
+    builders, tuned on α only with that PCA kept) ranks in its space. With ``base`` (a collection: its
+    PCA is fixed; ``fit_x`` projected when ``projected``) every builder is tuned in ``base``'s space. A
+    t or α given in ``choices`` is held fixed. ``leaf_from`` / ``query_classifier``: the leaf sources
+    (None: :class:`FitSettings`'s defaults, as ``ingest --tune`` uses them). Returns (base, methods,
+    ``{builder: TuneResult}``).
+    """
+    hooks = hooks or Hooks()
+    defaults = FitSettings()
+    leaf_from = leaf_from or defaults.leaf_from
+    query_classifier = query_classifier or defaults.query_classifier
     wanted = check_method_names(names)
-    alphas = dict(alphas or {})
-    t_fixed = overlap_threshold(dict(thresholds or {}), threshold)
+    taxonomy, alpha = choices.get("taxonomy"), choices.get("alpha")
+    alphas = dict(choices.get("alphas") or {})
+    t_fixed = overlap_threshold(dict(choices.get("thresholds") or {}), choices.get("threshold"))
+    builders_wanted = [b for b in HIERARCHICAL if b in wanted or (b == "overlap" and "hierarchy-only" in wanted)]
     tuned: dict[str, TuneResult] = {}
-    for builder in HIERARCHICAL:
-        if builder not in wanted and not (builder == "overlap" and "hierarchy-only" in wanted):
-            continue
+    for builder in builders_wanted:
         if builder == "given" and taxonomy is None:
             raise InputError("method 'given' needs a taxonomy", "pass --taxonomy FILE")
         a_fixed = alphas.get(builder, alpha)
@@ -424,26 +486,40 @@ def prepare_methods(
             tuning,
             thresholds=[t_fixed] if t_fixed is not None else (tuning.thresholds or DEFAULT_THRESHOLDS),
             alphas=[a_fixed] if a_fixed is not None else (tuning.alphas or DEFAULT_ALPHAS),
-            protocol=protocol if protocol is not None else tuning.protocol,
         )
-        if log is not None:
-            log(f"tuning {builder} on {fit_z.shape[0]} training points ({tuning.metric}, {settings.protocol})")
-        tuned[builder] = tune(
-            fit_z,
-            fit_labels,
-            base.class_names,
-            fit=FitSettings(builder=builder, taxonomy=taxonomy, leaf_from=leaf_from),  # type: ignore[arg-type]
-            settings=settings,
-            base_model=base,
-            projected=True,
-            scoring=scoring,
+        fit = FitSettings(
+            builder=builder,  # type: ignore[arg-type]
+            taxonomy=taxonomy,
+            leaf_from=leaf_from,  # type: ignore[arg-type]
+            covariance=covariance,  # type: ignore[arg-type]
+            query_classifier=query_classifier,  # type: ignore[arg-type]
         )
+        hooks.log(f"tuning {builder} on {fit_x.shape[0]} training items ({tuning.metric}, {settings.protocol})")
+        if base is None:  # the first builder chooses the PCA; the others keep it
+            tuned[builder] = tune(
+                fit_x, fit_labels, class_names, fit=fit, settings=settings, scoring=scoring,
+                extractor=extractor, hooks=hooks,
+            )  # fmt: skip
+            base, fit_x, projected = tuned[builder].model, tuned[builder].model.transform(fit_x), True
+        else:
+            tuned[builder] = tune(
+                fit_x, fit_labels, base.class_names, fit=fit, settings=settings, base_model=base,
+                projected=projected, scoring=scoring, hooks=hooks,
+            )  # fmt: skip
+    if base is None:  # nothing hierarchical to tune: the first PCA value of the grid
+        pca = check_pca_grid(DEFAULT_PCAS if tuning.pcas is None else tuning.pcas)[0]
+        base = FitSettings(
+            pca=pca,
+            covariance=covariance,  # type: ignore[arg-type]
+            query_classifier=query_classifier,  # type: ignore[arg-type]
+            leaf_from=leaf_from,  # type: ignore[arg-type]
+        ).fit_model(fit_x, fit_labels, class_names=class_names, extractor=extractor)
     out: list[Method] = []
     for name in wanted:
-        if name in ("euclidean", "cosine"):
+        if name in PLAIN:
             out.append(Method(name))
         elif name == "hierarchy-only":
             out.append(Method(name, tuned["overlap"].model, 0.0))
         else:
             out.append(Method(name, tuned[name].model, tuned[name].best_alpha))
-    return out, tuned
+    return base, out, tuned

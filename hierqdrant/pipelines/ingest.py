@@ -3,6 +3,18 @@
 Everything that can be checked is checked before the store is written: the source, the backbone and
 its weights, the collection's model and extractor. Re-running the same ingest updates the same point
 ids and embeds nothing again (features are cached locally per extractor).
+
+The whole run holds the collection's writer lock (embedded store; another writer gets a one-line error,
+or waits with ``wait``). The collection is marked ``incomplete`` before its first point is written and
+``complete`` after the last upsert and optimize, so an ingest stopped at any moment is visible as such and
+the same ingest run again completes it (DESIGN.md §2.6). The ``fault(...)`` calls name the write
+boundaries that the fault-injection tests stop the process at.
+
+While it runs it reports through :class:`~hierqdrant.evaluation.hooks.Hooks`: a line per phase (the
+source scanned, embedding, fitting PCA, the Gaussians and the tree, tuning, upserting) and progress
+counters (embedding, each tune grid, upserting) — or, with ``IngestOptions.progress``, rich bars of its
+own for embedding and upserting. The summary carries ``warnings``: a randomly initialised extractor and
+what :func:`hierqdrant.core.diagnostics.model_warnings` finds in a model this run fitted.
 """
 
 from __future__ import annotations
@@ -16,33 +28,82 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from hierqdrant.core import diagnostics
+from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError, ModelMismatchError
-from hierqdrant.core.features import FeatureSet
-from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.faults import fault
+from hierqdrant.core.model import HierarchyModel, check_leaf_sources
 from hierqdrant.core.settings import FitSettings
+from hierqdrant.evaluation.hooks import Hooks
+from hierqdrant.pipelines.ingest_sources import Skip, Table, from_features_file, from_images
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
+    check_intact,
     check_payload_key,
     create_collection,
+    not_a_hierqdrant_collection,
     read_collection_model,
+    set_state,
     upsert_points,
+    writing,
 )
 from hierqdrant.store.engines import Engine
-from hierqdrant.vision.cache import FeatureCache, file_stamp
-from hierqdrant.vision.extractor import (
-    describe,
-    extractor_from_description,
-    has_image_extractor,
-    identity,
-    same_extractor,
-)
+from hierqdrant.vision.extractor import is_random_init
+
+
+def fitting_line(
+    pca: int | float | None,
+    classes: int,
+    builder: str,
+    items: int,
+    dims: int,
+    settings: FitSettings | None = None,
+) -> str:
+    """The line that says a fit starts (PCA, Gaussians, the tree and the query classifier run as one step);
+    ``settings`` adds the leaf sources."""
+    if pca is None:
+        kept = "all dims"
+    else:
+        kept = f"{pca} dim{'s' * (pca != 1)}" if isinstance(pca, int) else f"{pca:g} of the variance"
+    line = f"fitting PCA ({kept}), {classes} class Gaussians and the {builder} tree on {items} items of {dims} dims"
+    if settings is not None:
+        line += f"; leaves: {leaf_sources(settings.query_classifier, settings.leaf_from)}"
+    return line
+
+
+def leaf_sources(query_classifier: str, leaf_from: str) -> str:
+    """The leaf sources in words: ``tied query leaf, labels as stored leaves``."""
+    stored = "labels as stored leaves" if leaf_from == "label" else "predicted stored leaves"
+    return f"{query_classifier} query leaf, {stored}"
+
+
+def fitted_line(model: HierarchyModel, seconds: float) -> str:
+    """The line that says what a fit found."""
+    variance = float(model.projection.explained_variance_ratio.sum())
+    return (
+        f"fitted in {seconds:.1f} s: {model.dims} PCA dims ({variance:.1%} of the variance), "
+        f"tree height {model.tree_height}"
+    )
+
+
+def extractor_warnings(description: dict[str, Any] | None) -> list[str]:
+    """A warning when the features come from a randomly initialised network (``--weights random``)."""
+    if not is_random_init(description):
+        return []
+    name = (description or {}).get("name", "the backbone")
+    return [
+        f"the features come from {name} with random weights (--weights random): an untrained network, whose "
+        "rankings mean little; use its pretrained weights (omit --weights) or a trained checkpoint (--weights FILE)"
+    ]
 
 
 @dataclass
 class IngestOptions(FitSettings):
     """What ``hierqdrant ingest`` takes besides the source and the collection: how to embed, how to
     fit (the :class:`~hierqdrant.core.settings.FitSettings` it extends: builder, threshold, alpha,
-    taxonomy, pca, covariance, leaf_from), whether to tune t and α instead, and how to store."""
+    taxonomy, pca, covariance, leaf_from, query_classifier), whether to tune t and α instead, and how to
+    store. ``head``: a checkpoint whose final layer is the ``head`` query classifier of a features file
+    (from images the backbone's own final layer is used)."""
 
     backbone: str | None = None  # default: the collection's extractor, else resnet50
     weights: str | None = None
@@ -55,15 +116,11 @@ class IngestOptions(FitSettings):
     tune_metric: str = "map@r"  # on CIFAR-10 validation map@10 barely separates α values; map@r does
     keep_model: bool = False  # assign with the collection's stored model instead of refitting
     recreate: bool = False  # drop the collection first
+    wait: bool = False  # wait for another process writing the collection instead of failing
     cache_dir: Path = Path(".hierqdrant") / "cache"
     upsert_batch: int = 1024
-    progress: bool = True
-
-
-@dataclass
-class Skip:
-    path: str
-    reason: str
+    progress: bool = True  # rich bars for embedding and upserting (else the hooks' progress counters)
+    head: str | None = None  # a checkpoint holding the head of a features file's network
 
 
 @dataclass
@@ -84,6 +141,16 @@ class IngestResult:
     upsert_seconds: float
     model: HierarchyModel
     splits: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    random_init: bool = False  # embedded by a randomly initialised network
+
+    @property
+    def query_classifier(self) -> str:
+        return self.model.query_classifier
+
+    @property
+    def leaf_from(self) -> str:
+        return self.model.leaf_from
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,24 +169,11 @@ class IngestResult:
             "seconds": round(self.seconds, 2),
             "embed_images_per_s": round(self.embedded / self.embed_seconds, 1) if self.embed_seconds > 0 else None,
             "upsert_points_per_s": round(self.ingested / self.upsert_seconds, 1) if self.upsert_seconds > 0 else None,
+            "random_init": self.random_init,
+            "query_classifier": self.query_classifier,
+            "leaf_from": self.leaf_from,
+            "warnings": list(self.warnings),
         }
-
-
-@dataclass
-class _Table:
-    """The items to ingest after embedding: raw features, keys, labels, splits, payloads."""
-
-    features: np.ndarray
-    keys: list[str]
-    labels: list[int | None]
-    splits: list[str | None]
-    class_names: list[str]
-    kind: str
-    extractor: dict[str, Any]
-    skipped: list[Skip]
-    embedded: int = 0
-    reused: int = 0
-    embed_seconds: float = 0.0
 
 
 def ingest(
@@ -130,27 +184,70 @@ def ingest(
     *,
     console: Console | None = None,
     log: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> IngestResult:
-    """Ingest ``source`` (image folder, train/test folders, CUB, unlabelled folder or features .npz)."""
+    """Ingest ``source`` (image folder, train/test folders, CUB, unlabelled folder or features .npz).
+
+    ``hooks``: how it reports while it runs (a line per phase, progress counters); ``log`` alone: the
+    lines only.
+    """
     opts = options or IngestOptions()
-    say = log or (lambda _msg: None)
+    hooks = hooks or (Hooks(log=log) if log is not None else Hooks())
+    say = hooks.log
     started = time.perf_counter()
-    key = check_payload_key(opts.payload_key)
+    check_payload_key(opts.payload_key)
+    check_leaf_sources(opts.query_classifier, opts.leaf_from)
+    if opts.head is not None and opts.query_classifier != "head":
+        raise InputError("--head gives the head query classifier", "add --query-classifier head, or drop --head")
+    if opts.tune and opts.query_classifier == "head":
+        raise InputError("--tune does not take the head query classifier yet", "drop --tune, or use another one")
     src = Path(source)
     if not src.exists():
         raise InputError(f"{src} does not exist", "pass an image folder or a features .npz")
 
+    def waiting(pid: int | None) -> None:
+        say(f"collection {collection!r} is being written by another process (pid {pid or '?'}); waiting for it")
+
+    with writing(engine, collection, wait=opts.wait, on_wait=waiting):
+        return _ingest(src, engine, collection, opts, console, hooks, started)
+
+
+def _stored_model(engine: Engine, collection: str) -> tuple[HierarchyModel, dict[str, Any]] | None:
+    """The collection's model; ``None`` for an empty collection without one (a create that stopped)."""
+    if engine.read_info(collection) is None:
+        points = engine.count(collection)
+        if points:
+            raise not_a_hierqdrant_collection(collection, points)
+        return None
+    return read_collection_model(engine, collection)
+
+
+def _ingest(
+    src: Path,
+    engine: Engine,
+    collection: str,
+    opts: IngestOptions,
+    console: Console | None,
+    hooks: Hooks,
+    started: float,
+) -> IngestResult:
+    say = hooks.log
+    key = opts.payload_key
     stored: tuple[HierarchyModel, dict[str, Any]] | None = None
-    if engine.exists(collection) and not opts.recreate:
-        stored = read_collection_model(engine, collection)
+    if not opts.recreate:
+        check_intact(engine, collection)
+        if engine.exists(collection):
+            stored = _stored_model(engine, collection)
 
     if src.is_file():
-        table = _from_features_file(src, stored)
+        table = from_features_file(src, stored, opts)
+        say(f"read {len(table.keys)} × {table.features.shape[1]} features from {src.name}")
     else:
-        table = _from_images(src, collection, opts, stored, console, say)
+        table = from_images(src, collection, opts, stored, console, hooks)
 
     labelled = [i for i, y in enumerate(table.labels) if y is not None and table.splits[i] != "test"]
     fitted = False
+    warnings = extractor_warnings(table.extractor)
     if stored is not None and (opts.keep_model or not labelled):
         model = stored[0]
         if model.input_dims != table.features.shape[1]:
@@ -165,7 +262,6 @@ def ingest(
                 f"{src} has no labelled images and collection {collection!r} has no model to assign them",
                 "ingest a labelled folder first (class subfolders), then unlabelled ones",
             )
-        say(f"fitting PCA, class Gaussians and the {opts.builder} hierarchy on {len(labelled)} labelled images")
         idx = np.asarray(labelled)
         train_x, train_y = table.features[idx], np.asarray([table.labels[i] for i in labelled])
         if opts.tune:
@@ -178,42 +274,51 @@ def ingest(
                 fit=opts,
                 settings=TuneSettings(metric=opts.tune_metric),
                 extractor=table.extractor,
+                hooks=hooks,
             )
+            warnings += tuned.warnings
             say(
-                f"tuned on a validation split: t={tuned.best_threshold}, α={tuned.best_alpha} "
+                f"tuned on a validation split: {tuned.best_dims} PCA dims, t={tuned.best_threshold}, "
+                f"α={tuned.best_alpha:g} "
                 f"({opts.tune_metric} {tuned.best_score:.4f}; cosine {tuned.cosine_score:.4f})"
             )
             model = tuned.model
         else:
-            model = opts.fit_model(train_x, train_y, class_names=table.class_names, extractor=table.extractor)
+            say(fitting_line(opts.pca, len(table.class_names), opts.builder, len(labelled), train_x.shape[1], opts))
+            t0 = time.perf_counter()
+            head = _head(table, opts, src)
+            model = opts.fit_model(
+                train_x, train_y, class_names=table.class_names, extractor=table.extractor, head=head
+            )
+            say(fitted_line(model, time.perf_counter() - t0))
+            warnings += diagnostics.model_warnings(model, train_x, train_y, where="on the fitting data")
         fitted = True
         if stored is not None and stored[0].model_id != model.model_id:
-            raise ModelMismatchError(
-                f"collection {collection!r} holds model {stored[0].model_id}; this ingest fits model "
-                f"{model.model_id} (other images or settings)",
-                "pass --recreate to rebuild the collection, --keep-model to assign with the stored model, "
-                "or choose another --collection",
-            )
+            raise _other_model(collection, stored[0], model)
 
     labels: list[int | None] = [None if y is None else int(y) for y in table.labels]
     if table.class_names != model.class_names:
         labels = _relabel(table, model)
+    # The stored leaves follow the model's leaf sources (its own when it is the stored one). Without labels
+    # to use, the default path leaves it to upsert_points (PCA and the leaf per chunk); the head reads the
+    # raw features, so its leaves are found here.
     leaves = None
-    if opts.leaf_from == "label":
-        leaves = np.asarray([-1 if y is None else y for y in labels], dtype=np.int64)
-        unknown = leaves < 0
-        if unknown.any():
-            leaves[unknown] = model.assign(table.features[unknown])
+    if model.query_classifier == "head" or (model.leaf_from == "label" and any(y is not None for y in labels)):
+        leaves = _database_leaves(model, table.features, labels)
 
     # Everything is checked: from here on the store is written.
-    if opts.recreate and engine.exists(collection):
-        say(f"dropping collection {collection!r}")
-        engine.delete(collection)
-    create_collection(engine, collection, model, payload_key=key)
+    if opts.recreate:
+        if engine.exists(collection):
+            say(f"dropping collection {collection!r}")
+        engine.delete(collection)  # also a damaged one; nothing when there is none
+    create_collection(engine, collection, model, payload_key=key, state="incomplete")
     upsert_started = time.perf_counter()
     payloads = [{"path": k} for k in table.keys]
-    _upsert_with_progress(engine, collection, model, table, labels, payloads, leaves, key, opts, console)
+    say(f"upserting {len(table.keys)} points into {collection!r}")
+    _upsert_with_progress(engine, collection, model, table, labels, payloads, leaves, key, opts, console, hooks)
     engine.optimize(collection)
+    fault("before-complete")
+    set_state(engine, collection, "complete")  # the last write
     upsert_seconds = time.perf_counter() - upsert_started
     splits: dict[str, int] = {}
     for s in table.splits:
@@ -235,10 +340,54 @@ def ingest(
         upsert_seconds=upsert_seconds,
         model=model,
         splits=splits,
+        warnings=list(dict.fromkeys(warnings)),
+        random_init=is_random_init(table.extractor),
     )
 
 
-def _relabel(table: _Table, model: HierarchyModel) -> list[int | None]:
+def _other_model(collection: str, stored: HierarchyModel, model: HierarchyModel) -> ModelMismatchError:
+    """The collection holds another model than this ingest fits; say so, naming differing leaf sources."""
+    was = leaf_sources(stored.query_classifier, stored.leaf_from)
+    now = leaf_sources(model.query_classifier, model.leaf_from)
+    why = "other images or settings"
+    fix = (
+        "pass --recreate to rebuild the collection, --keep-model to assign with the stored model, "
+        "or choose another --collection"
+    )
+    if was != now:
+        why = f"its leaves: {was}; this ingest's: {now}"
+        if (stored.query_classifier, stored.leaf_from) == ("mahalanobis", "predicted"):
+            fix = "pass --paper to fit the paper's setting as before, " + fix
+    return ModelMismatchError(
+        f"collection {collection!r} holds model {stored.model_id}; this ingest fits model {model.model_id} ({why})",
+        fix,
+    )
+
+
+def _database_leaves(
+    model: HierarchyModel, features: np.ndarray, labels: list[int | None], chunk: int = 32768
+) -> np.ndarray:
+    """:meth:`HierarchyModel.database_leaves` in chunks (PCA of a chunk at a time, as upsert_points does)."""
+    out = np.empty(features.shape[0], dtype=np.int64)
+    for start in range(0, features.shape[0], chunk):
+        stop = min(start + chunk, features.shape[0])
+        out[start:stop] = model.database_leaves(features[start:stop], labels[start:stop])
+    return out
+
+
+def _head(table: Table, opts: IngestOptions, src: Path) -> LinearClassifier | None:
+    """The network's final layer for ``query_classifier="head"`` (None otherwise), checked against the classes."""
+    if opts.query_classifier != "head":
+        return None
+    if table.head is None:
+        raise InputError(
+            f"{src.name} is a features file: the network's final layer (the head query classifier) is not in it",
+            "pass --head CHECKPOINT (the network the features came from), or use --query-classifier tied",
+        )
+    return table.head.check(table.class_names, opts.head or str(table.extractor.get("weights") or "the network"))
+
+
+def _relabel(table: Table, model: HierarchyModel) -> list[int | None]:
     """Map the source's class indices onto the stored model's class list (by name)."""
     index = {name: i for i, name in enumerate(model.class_names)}
     out: list[int | None] = []
@@ -251,32 +400,16 @@ def _upsert_with_progress(
     engine: Engine,
     collection: str,
     model: HierarchyModel,
-    table: _Table,
+    table: Table,
     labels: list[int | None],
     payloads: list[dict[str, Any]],
     leaves: np.ndarray | None,
     key: str,
     opts: IngestOptions,
     console: Console | None,
+    hooks: Hooks,
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("upserting"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} points"),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=not opts.progress, transient=True) as bar:
-        task = bar.add_task("upsert", total=len(table.keys), rate="")
-        t0 = time.perf_counter()
-
-        def advance(n: int) -> None:
-            bar.advance(task, n)
-            done = bar.tasks[0].completed
-            bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} points/s")
-
+    def upsert(advance: Callable[[int], None] | None) -> None:
         upsert_points(
             engine,
             collection,
@@ -292,111 +425,26 @@ def _upsert_with_progress(
             on_batch=advance,
         )
 
+    if not opts.progress:
+        with hooks.progress(len(table.keys), "upserting") as counter:
+            upsert(counter)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-def _from_features_file(path: Path, stored: tuple[HierarchyModel, dict[str, Any]] | None) -> _Table:
-    data = FeatureSet.load(path)
-    n = len(data)
-    keys = data.paths if data.paths is not None else [f"{path.name}#{i}" for i in range(n)]
-    if len(set(keys)) != n:
-        raise InputError(f"{path} has duplicate paths", "give each row a unique path (they become point ids)")
-    labels: list[int | None] = [None] * n if data.labels is None else [int(v) for v in data.labels]
-    extractor = {"name": "features-file", "file": path.name, "feature_dim": int(data.features.shape[1])}
-    if stored is not None:
-        extractor = stored[0].extractor or extractor
-    return _Table(
-        features=data.features,
-        keys=list(keys),
-        labels=labels,
-        splits=list(data.splits) if data.splits is not None else [None] * n,
-        class_names=data.class_names,
-        kind="features",
-        extractor=extractor,
-        skipped=[],
-    )
-
-
-def _from_images(
-    root: Path,
-    collection: str,
-    opts: IngestOptions,
-    stored: tuple[HierarchyModel, dict[str, Any]] | None,
-    console: Console | None,
-    say: Callable[[str], None],
-) -> _Table:
-    from hierqdrant.vision import discover, extract_features, load_backbone
-
-    found = discover(root)
-    skipped = [Skip(p.path, p.reason) for p in found.problems]
-    if not found.items:
-        raise InputError(f"{root} has no usable images", "check the folder layout (class subfolders of images)")
-    stored_desc = stored[0].extractor if stored is not None else None
-    if opts.backbone is None and stored_desc is not None and has_image_extractor(stored_desc):
-        backbone = extractor_from_description(stored_desc, opts.weights)
-        description = dict(stored_desc)
-    else:
-        backbone = load_backbone(opts.backbone or "resnet50", opts.weights, image_size=opts.image_size)
-        description = describe(backbone, opts.weights)
-    if stored_desc is not None and not same_extractor(stored_desc, description):
-        raise ModelMismatchError(
-            f"collection {collection!r} was embedded with {stored_desc.get('name')} "
-            f"({stored_desc.get('weights')}), not {description.get('name')} ({description.get('weights')})",
-            "omit --model/--weights to use the collection's extractor, or pass --recreate",
-        )
-
-    cache = FeatureCache(opts.cache_dir, collection, identity(description))
-    known = cache.load()
-    items = found.items
-    stamps = [file_stamp(item.path) for item in items]
-    feats: list[np.ndarray | None] = [None] * len(items)
-    todo: list[int] = []
-    for i, item in enumerate(items):
-        hit = known.get(item.key)
-        if hit is not None and hit[0] == stamps[i]:
-            feats[i] = hit[1]
-        else:
-            todo.append(i)
-    reused = len(items) - len(todo)
-    if reused:
-        say(f"{reused} images already embedded (cache {cache.directory})")
-    embed_seconds = 0.0
-    embedded = 0
-    if todo:
-        say(f"embedding {len(todo)} images with {backbone.name}")
-
-        def on_batch(indices: np.ndarray, batch: np.ndarray) -> None:
-            rows = [todo[int(j)] for j in indices]
-            cache.add([items[r].key for r in rows], [stamps[r] for r in rows], batch)
-
+    columns = [
+        TextColumn("upserting"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("upsert", total=len(table.keys), rate="")
         t0 = time.perf_counter()
-        extracted = extract_features(
-            [items[i].path for i in todo],
-            backbone,
-            device=opts.device,
-            batch_size=opts.batch_size,
-            num_workers=opts.num_workers,
-            on_batch=on_batch,
-            progress=opts.progress,
-            console=console,
-        )
-        cache.flush()
-        embed_seconds = time.perf_counter() - t0
-        for j, row in zip(extracted.indices, extracted.features, strict=True):
-            feats[todo[int(j)]] = row
-        skipped.extend(Skip(s.path, s.reason) for s in extracted.skipped)
-        embedded = len(extracted.indices)
-    keep = [i for i in range(len(items)) if feats[i] is not None]
-    if not keep:
-        raise InputError(f"none of the images in {root} could be read", "see the skipped files above")
-    return _Table(
-        features=np.stack([feats[i] for i in keep]).astype(np.float32),  # type: ignore[misc]
-        keys=[items[i].key for i in keep],
-        labels=[items[i].label for i in keep],
-        splits=[items[i].split for i in keep],
-        class_names=list(found.class_names),
-        kind=found.kind,
-        extractor=description,
-        skipped=skipped,
-        embedded=embedded,
-        reused=reused,
-        embed_seconds=embed_seconds,
-    )
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[0].completed
+            bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} points/s")
+
+        upsert(advance)

@@ -8,6 +8,13 @@ Every point carries its PCA vector (cosine distance) and, under one payload name
 beside the application's own payload. Point ids are UUID5 of the collection name and the item's key
 (e.g. the image's relative path), so a re-run updates instead of duplicating and an interrupted run
 resumes.
+
+The info dict's ``state`` (DESIGN.md §2.6) says whether the points are all there: ``"incomplete"`` while an
+ingest writes (set before its first point), ``"complete"`` after its last upsert and optimize (set last).
+
+An **attached** collection (DESIGN.md §2.7) is an application's own: its points keep their vectors (the
+info dict names the one the model was fitted on: ``vector``) and payloads, and get only the ``hq`` key
+(:func:`hq_payload_for` makes it for new points). Nothing here writes vectors into such a collection.
 """
 
 from __future__ import annotations
@@ -15,19 +22,27 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import QdrantClient
 
 from hierqdrant.core.errors import InputError, ModelMismatchError, NotFoundError
-from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.faults import fault
+from hierqdrant.core.model import HierarchyModel, unit_rows
 from hierqdrant.store.engines import Engine, as_engine
+from hierqdrant.store.engines.base import EngineBase
+from hierqdrant.store.engines.vectors import vector_config
 
 DEFAULT_PAYLOAD_KEY = "hq"
 INFO_FORMAT = "hierqdrant.collection"
 _NAMESPACE = uuid.UUID("6f1c1b44-3c1e-5b7a-9d0e-8a5e2f6c4b11")
+State = Literal["incomplete", "complete"]
+STATES: tuple[State, ...] = ("incomplete", "complete")
+ATTACHED_EXTRACTOR = "qdrant-vector"
+"""The extractor name of a model fitted on an attached collection's own (unit-normalised) vectors."""
 
 
 def point_id(collection: str, key: str) -> str:
@@ -41,9 +56,10 @@ def check_payload_key(key: str) -> str:
     return key
 
 
-def collection_info(model: HierarchyModel, payload_key: str) -> dict[str, Any]:
+def collection_info(model: HierarchyModel, payload_key: str, state: State = "complete") -> dict[str, Any]:
     """The small description stored with the collection (beside the model files)."""
     return {
+        "state": state,
         "format": INFO_FORMAT,
         "model_id": model.model_id,
         "payload_key": payload_key,
@@ -53,9 +69,48 @@ def collection_info(model: HierarchyModel, payload_key: str) -> dict[str, Any]:
         "height": model.tree_height,
         "levels": model.hierarchy.num_levels,
         "alpha": model.alpha,
+        "query_classifier": model.query_classifier,
+        "leaf_from": model.leaf_from,
         "extractor": model.extractor,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def attached_info(
+    model: HierarchyModel, payload_key: str, vector: str, label_key: str, state: State = "complete"
+) -> dict[str, Any]:
+    """The info dict of an attached collection: :func:`collection_info` plus the application's vector name,
+    its distance and the payload field the classes came from."""
+    info = collection_info(model, payload_key, state)
+    return {**info, "vector": vector, "label_key": label_key, "distance": "Cosine"}
+
+
+def is_attached(info: Mapping[str, Any] | None) -> bool:
+    """Whether an info dict is an attached collection's (it names the application's vector)."""
+    return info is not None and isinstance(info.get("vector"), str)
+
+
+def searched_dims(engine: Engine, name: str, info: Mapping[str, Any] | None) -> int:
+    """The size of the vector searches use: an attached collection's application vector, else the one
+    unnamed vector (``InputError`` for a collection of named vectors that is not attached)."""
+    if is_attached(info):
+        assert info is not None
+        spec = vector_config(engine, name).get(str(info["vector"]))
+        if spec is not None:
+            return spec.size
+    return engine.vector_size(name)
+
+
+def refuse_attached(name: str, info: Mapping[str, Any] | None, what: str) -> None:
+    """Refuse to write our own vectors into an attached collection (``what``: "ingest into it", …)."""
+    if is_attached(info):
+        assert info is not None
+        raise InputError(
+            f"collection {name!r} is an application's collection attached on its vector {info['vector']!r}: "
+            f"hierqdrant does not {what}",
+            "upsert with your own client and hq_payload_for(...), then run hierqdrant attach --update; or "
+            "ingest into another collection",
+        )
 
 
 def create_collection(
@@ -66,24 +121,102 @@ def create_collection(
     payload_key: str = DEFAULT_PAYLOAD_KEY,
     hnsw_m: int | None = None,
     hnsw_ef_construct: int | None = None,
+    state: State | None = None,
 ) -> Engine:
     """Create ``name`` for ``model`` (vector size = PCA dims, cosine, indexes on the payload paths)
-    and store the model with it. An existing collection must already hold this model."""
+    and store the model with it. An existing collection must already hold this model.
+
+    ``state`` is stored in the info dict: a new collection gets it (default ``"complete"``), an existing
+    one is moved to it (default: left as it is). An existing collection without a model and without
+    points (a create that stopped before its model) gets the model now.
+    """
     engine = as_engine(client)
     key = check_payload_key(payload_key)
-    if engine.exists(name):
-        check_model_matches(engine, name, model)
-        return engine
-    engine.create(
-        name,
-        model.dims,
-        integer_index=[f"{key}.ancestors", f"{key}.leaf"],
-        keyword_index=[f"{key}.model"],
-        hnsw_m=hnsw_m,
-        hnsw_ef_construct=hnsw_ef_construct,
-    )
-    engine.write_model(name, model.to_files(), collection_info(model, key))
+    info = collection_info(model, key, state or "complete")
+    with writing(engine, name):
+        if engine.exists(name):
+            refuse_attached(name, engine.read_info(name), "ingest into it")
+            stored = check_model_matches(engine, name, model)
+            if not stored:
+                points = engine.count(name)
+                if points:
+                    raise not_a_hierqdrant_collection(name, points)
+                engine.write_model(name, model.to_files(), info)
+                fault("after-model")
+            elif state is not None and stored.get("state", "complete") != state:
+                set_state(engine, name, state)
+            return engine
+        options: dict[str, Any] = {
+            "integer_index": [f"{key}.ancestors", f"{key}.leaf"],
+            "keyword_index": [f"{key}.model"],
+            "hnsw_m": hnsw_m,
+            "hnsw_ef_construct": hnsw_ef_construct,
+        }
+        if isinstance(engine, EngineBase):
+            engine.create(name, model.dims, model=(model.to_files(), info), **options)
+        else:  # a third-party engine of the bare protocol
+            engine.create(name, model.dims, **options)
+            engine.write_model(name, model.to_files(), info)
+        fault("after-model")
     return engine
+
+
+def writing(
+    engine: Engine, name: str, *, wait: bool = False, on_wait: Callable[[int | None], None] | None = None
+) -> AbstractContextManager[None]:
+    """The engine's writer lock of ``name`` (:meth:`EngineBase.writing`); none for a bare-protocol engine."""
+    if isinstance(engine, EngineBase):
+        return engine.writing(name, wait=wait, on_wait=on_wait)
+    return nullcontext()
+
+
+def check_intact(engine: Engine, name: str) -> None:
+    """Raise ``InputError`` when the storage under ``name`` is damaged (:meth:`EngineBase.check_intact`)."""
+    if isinstance(engine, EngineBase):
+        engine.check_intact(name)
+
+
+def collection_state(info: Mapping[str, Any] | None) -> State | None:
+    """The state in an info dict: ``None`` without a hierqdrant model, ``"complete"`` when not recorded
+    (collections written before states existed)."""
+    if info is None:
+        return None
+    return "incomplete" if info.get("state") == "incomplete" else "complete"
+
+
+def set_state(engine: Engine, name: str, state: State) -> None:
+    """Record ``state`` in the collection's info dict (the model files are left as they are)."""
+    info = engine.read_info(name)
+    if info is None:
+        raise NotFoundError(f"collection {name!r} has no hierqdrant model", "ingest it with `hierqdrant ingest`")
+    if info.get("state") == state:
+        return
+    info = {**info, "state": state}
+    if isinstance(engine, EngineBase):
+        engine.update_info(name, info)
+    else:
+        stored = engine.read_model(name)
+        assert stored is not None
+        engine.write_model(name, stored[0], info)
+    fault(f"after-{state}")
+
+
+def state_warnings(engine: Engine, name: str) -> list[str]:
+    """Warnings for a reader of ``name``: one when an ingest into it did not finish."""
+    if collection_state(engine.read_info(name)) != "incomplete":
+        return []
+    return [
+        f"collection {name!r} is incomplete: an ingest into it did not finish, so points may be missing "
+        "— run the same ingest again to complete it"
+    ]
+
+
+def not_a_hierqdrant_collection(name: str, points: int) -> InputError:
+    """The error for a collection that holds points but no hierqdrant model."""
+    return InputError(
+        f"collection {name!r} holds {points} points but no hierqdrant model",
+        "choose another collection name, or rebuild it (hierqdrant ingest … --recreate)",
+    )
 
 
 def read_collection_model(client: Engine | QdrantClient, name: str) -> tuple[HierarchyModel, dict[str, Any]]:
@@ -109,14 +242,25 @@ def require_collection(engine: Engine, name: str) -> None:
 
 
 def check_model_matches(engine: Engine, name: str, model: HierarchyModel) -> dict[str, Any]:
-    """Refuse a model whose vector size or id differs from the collection's."""
-    size = engine.vector_size(name)
-    if size != model.dims:
-        raise ModelMismatchError(
-            f"collection {name!r} stores {size}-d vectors but the model projects to {model.dims}-d",
-            "use the collection's own model or another collection name",
-        )
+    """Refuse a model whose vector size or id differs from the collection's (an attached collection: the
+    size of its named vector against the model's input size)."""
     info = engine.read_info(name) or {}
+    if is_attached(info):
+        vector = str(info["vector"])
+        spec = vector_config(engine, name).get(vector)
+        if spec is None or spec.size != model.input_dims:
+            have = "no such vector" if spec is None else f"{spec.size}-d vectors"
+            raise ModelMismatchError(
+                f"collection {name!r} has {have} under {vector!r} but the model takes {model.input_dims}-d ones",
+                "use the collection's own model (omit model=) or attach it again (hierqdrant attach --refit)",
+            )
+    else:
+        size = engine.vector_size(name)
+        if size != model.dims:
+            raise ModelMismatchError(
+                f"collection {name!r} stores {size}-d vectors but the model projects to {model.dims}-d",
+                "use the collection's own model or another collection name",
+            )
     stored_id = info.get("model_id")
     if stored_id is not None and stored_id != model.model_id:
         raise ModelMismatchError(
@@ -153,6 +297,52 @@ def hq_payload(
     return out
 
 
+def hq_payload_for(
+    model: HierarchyModel,
+    vectors: np.ndarray | Sequence[Sequence[float]],
+    labels: Sequence[str | None] | None = None,
+    *,
+    payload_key: str = DEFAULT_PAYLOAD_KEY,
+    leaf_from: str = "predicted",
+) -> list[dict[str, Any]]:
+    """The plugin's payload for new points of an attached collection, one dict ``{payload_key: {...}}`` per
+    row, to merge into the application's own upsert payloads (``{**own, **hq}``).
+
+    ``vectors`` are the points' own vectors under the attached name (raw: unit-normalised here, as Qdrant
+    stores cosine vectors), ``labels`` their label field's values (``None`` where missing). A label that is
+    a class of the model is recorded as ``label`` (and is the leaf with ``leaf_from="label"``); the leaf is
+    otherwise predicted (Mahalanobis, as for every attached point). For a model of our own collections the
+    vectors are raw features and ``norm`` (‖z‖) is added.
+    """
+    key = check_payload_key(payload_key)
+    x = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if labels is not None and len(labels) != x.shape[0]:
+        raise InputError(f"{len(labels)} labels for {x.shape[0]} vectors", "give one label (or None) per vector")
+    if leaf_from not in ("predicted", "label"):
+        raise InputError(f"leaf_from={leaf_from!r}", "use 'predicted' or 'label'")
+    if x.shape[0] == 0:
+        return []
+    if x.shape[1] != model.input_dims or not np.isfinite(x).all():
+        raise InputError(
+            f"vectors of shape {x.shape} (or not finite); the model takes {model.input_dims}-d vectors",
+            "pass the points' vectors under the attached vector name",
+        )
+    attached = model.extractor.get("name") == ATTACHED_EXTRACTOR
+    raw = unit_rows(x) if attached else x
+    z = model.transform(raw)
+    leaves = model.assign(z, projected=True, raw=raw)
+    index = {c: i for i, c in enumerate(model.class_names)}
+    out = []
+    for row, leaf in enumerate(leaves):
+        label = None if labels is None or labels[row] is None else str(labels[row])
+        known = index.get(label) if label is not None else None
+        if leaf_from == "label" and known is not None:
+            leaf = known
+        hq = hq_payload(model, int(leaf), label=known, norm=None if attached else float(np.linalg.norm(z[row])))
+        out.append({key: hq})
+    return out
+
+
 @dataclass
 class UpsertReport:
     points: int
@@ -185,6 +375,7 @@ def upsert_points(
     engine = as_engine(client)
     require_collection(engine, name)
     info = check_model_matches(engine, name, model)
+    refuse_attached(name, info, "upsert its own vectors into it")
     key = check_payload_key(payload_key or info.get("payload_key", DEFAULT_PAYLOAD_KEY))
     x = np.atleast_2d(np.asarray(vectors))
     n = x.shape[0]
@@ -199,7 +390,10 @@ def upsert_points(
         z = x[start:stop] if projected else model.transform(x[start:stop])
         if z.shape[1] != model.dims:
             raise InputError(f"vectors have {z.shape[1]} dims, the collection stores {model.dims}")
-        leaf = model.assign(z, projected=True) if leaves is None else np.asarray(leaves[start:stop])
+        if leaves is None:  # the query classifier's leaves; ingest passes the model's database leaves
+            leaf = model.assign(z, projected=True, raw=None if projected else x[start:stop])
+        else:
+            leaf = np.asarray(leaves[start:stop])
         norms = np.linalg.norm(z, axis=1)
         body = []
         for i, row in enumerate(range(start, stop)):
@@ -264,7 +458,13 @@ def reassign(
     """Move a collection to a refitted model that shares its PCA: rewrite every point's ``hq``
     payload (new leaves and ancestor paths) in batches, vectors untouched, then store the model."""
     engine = as_engine(client)
+    with writing(engine, name):
+        return _reassign(engine, name, model, batch_size, leaf_from)
+
+
+def _reassign(engine: Engine, name: str, model: HierarchyModel, batch_size: int, leaf_from: str) -> int:
     old, info = read_collection_model(engine, name)
+    refuse_attached(name, info, "reassign it (it refits with hierqdrant attach --refit)")
     if not (
         old.dims == model.dims
         and np.array_equal(old.projection.mean, model.projection.mean)
@@ -275,6 +475,7 @@ def reassign(
             "re-ingest into a new collection instead of reassigning",
         )
     key = info.get("payload_key", DEFAULT_PAYLOAD_KEY)
+    state = collection_state(info) or "complete"  # kept: an ingest that did not finish still has to
     updated = 0
     for ids, vecs, payloads in iter_points(
         engine, name, with_vectors=leaf_from == "predicted", batch_size=batch_size, payload_key=key
@@ -295,5 +496,5 @@ def reassign(
             values.append(hq)
         engine.set_payload(name, ids, values, key=key, batch_size=batch_size)
         updated += len(ids)
-    engine.write_model(name, model.to_files(), collection_info(model, key))
+    engine.write_model(name, model.to_files(), collection_info(model, key, state))
     return updated

@@ -27,6 +27,10 @@ Strategies (all rank by the same D; they differ in cost and exactness):
 Under HNSW the guarantees hold relative to the index (which can miss points): pass ``exact=True`` for
 exhaustive search, or ``hnsw_ef`` — both are applied to every prefetch.
 
+On an attached collection (an application's own, DESIGN.md §2.7) the query is the application's own vector:
+every request names it (``using``), the cosine in D is the cosine of those vectors, and the PCA of the model
+only finds the query's leaf. Points without the payload rank as if their LCA were the root.
+
 A searcher may be shared by threads: what ``auto`` adapts (the ring count, whether to send the cosine
 query) and the statistics live in one locked :class:`~hierqdrant.store.policy.AutoPolicy`; each call works
 on its own plan and tally.
@@ -41,8 +45,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from hierqdrant.core.errors import InputError
-from hierqdrant.core.model import HierarchyModel, check_alpha
+from hierqdrant.core.errors import InputError, ModelMismatchError, NotFoundError
+from hierqdrant.core.model import HierarchyModel, check_alpha, unit_rows
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_model_matches,
@@ -50,8 +54,18 @@ from hierqdrant.store.collection import (
     require_collection,
 )
 from hierqdrant.store.engines import Engine, Hit, as_engine
-from hierqdrant.store.engines.base import to_point_id
+from hierqdrant.store.engines.base import canonical_id, to_point_id
+from hierqdrant.store.engines.vectors import retrieve_vectors
 from hierqdrant.store.policy import AutoPlan, AutoPolicy, AutoTally, SearchStats, Strategy
+from hierqdrant.store.requests import (
+    Query,
+    Requests,
+    check_offset,
+    check_threshold,
+    cut,
+    is_point_id,
+    without_point,
+)
 
 STRATEGIES: tuple[str, ...] = ("auto", "exact", "rerank", "formula")
 
@@ -82,15 +96,6 @@ class SearchHit:
         return out
 
 
-@dataclass
-class _Query:
-    vector: list[float]
-    leaf: int
-    path: list[int]  # a_0 … a_L
-    heights: list[int]  # η_0 … η_L
-    rank: dict[int, int]  # node → i
-
-
 class HierarchicalSearcher:
     """Search a hierarchical collection by D inside an existing Qdrant application.
 
@@ -108,6 +113,10 @@ class HierarchicalSearcher:
         auto_cosine: whether auto fetches the unfiltered cosine top-(m·k) with the rings (default
             adaptive: skipped while the rings alone proved ≥ 90 % of recent answers, which is common
             at large α; a query they do not prove is rerun with it).
+        vector: the application's vector an attached collection searches (default: the one stored with
+            its model, ``hierqdrant attach --vector``); another name is refused.
+        quantization: quantization search params (``rescore``, ``oversampling``, ``ignore``) sent with
+            every request, for collections with quantized vectors.
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class HierarchicalSearcher:
         auto_cosine: bool | None = None,
         exact: bool = False,
         hnsw_ef: int | None = None,
+        vector: str | None = None,
+        quantization: models.QuantizationSearchParams | None = None,
     ) -> None:
         self.engine = as_engine(client)
         self.collection = collection
@@ -140,7 +151,18 @@ class HierarchicalSearcher:
         self.policy = AutoPolicy(model.tree_height, rings=auto_rings, cosine=auto_cosine)
         self.exact = exact
         self.hnsw_ef = hnsw_ef
+        self.quantization = quantization
         self._heights = model.hierarchy.height
+        stored = info.get("vector") or None
+        if (vector or None) != stored and vector is not None:
+            raise ModelMismatchError(
+                f"collection {collection!r} is searched on "
+                f"{'its vector ' + repr(stored) if stored else 'its one unnamed vector'}, not {vector!r}",
+                "omit vector= (the model was fitted on that vector), or attach the collection on another vector",
+            )
+        self.vector: str | None = stored
+        """The application's vector searched on an attached collection; ``None`` on a collection of our own."""
+        self.requests = Requests(self.payload_key, stored, model.tree_height)
 
     @property
     def auto_rings(self) -> int | None:
@@ -174,7 +196,7 @@ class HierarchicalSearcher:
 
     def search(
         self,
-        query: np.ndarray | Sequence[float],
+        query: np.ndarray | Sequence[float] | str | int,
         k: int = 10,
         filter: models.Filter | None = None,
         strategy: Strategy | None = None,
@@ -182,10 +204,14 @@ class HierarchicalSearcher:
         **options: Any,
     ) -> list[SearchHit]:
         """Top-k by D for one query: a raw feature vector (PCA and leaf applied here) or an already
-        projected vector. ``options``: ``alpha``, ``exact``, ``hnsw_ef``, ``oversample``, ``projected``,
-        ``leaf`` (override the query's leaf)."""
+        projected vector — on an attached collection, a vector of the application's own — or the id of a
+        stored point ("more like this": its stored vector is the query, the point itself is left out).
+        ``options``: ``alpha``, ``exact``, ``hnsw_ef``, ``oversample``, ``projected``, ``offset``,
+        ``score_threshold``, ``leaf`` (override the query's leaf)."""
         leaf = options.pop("leaf", None)
-        batch = np.atleast_2d(np.asarray(query, dtype=np.float64))
+        if is_point_id(query):
+            query, filter, options["projected"] = self._stored_query(query, filter)  # type: ignore[arg-type]
+        batch = _query_matrix(query, self.model, "query")
         if batch.shape[0] != 1:
             raise InputError(f"search takes one query vector, got {batch.shape[0]}", "use search_batch for several")
         leaves = None if leaf is None else [int(leaf)]
@@ -205,32 +231,41 @@ class HierarchicalSearcher:
         oversample: float | None = None,
         projected: bool | None = None,
         leaves: Sequence[int] | None = None,
+        offset: int = 0,
+        score_threshold: float | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-k by D for every row of ``queries``, with Qdrant's batch query calls."""
-        if int(k) < 1:
-            raise InputError(f"k={k} must be at least 1")
-        k = int(k)
+        """Top-k by D for every row of ``queries``, with Qdrant's batch query calls. ``offset`` skips the
+        first hits (pages: the top-(offset + k), less its first ``offset``); ``score_threshold`` keeps only
+        hits whose score ``1 − D`` (the formula strategies' Qdrant score) is at least that."""
+        k = _check_count(k, "k")
+        skip = check_offset(offset)
+        threshold = check_threshold(score_threshold)
         strat = _check_strategy(strategy or self.strategy)
         a = self.alpha if alpha is None else check_alpha(alpha)
         m = self.oversample if oversample is None else _check_oversample(oversample)
-        params = _search_params(self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef)
+        params = _search_params(
+            self.exact if exact is None else exact, self.hnsw_ef if hnsw_ef is None else hnsw_ef, self.quantization
+        )
         prepared = self._prepare(queries, projected, leaves)
         self.policy.count(strat, len(prepared))
         if not prepared:
             return []
-        candidates = max(k, int(np.ceil(m * k)))
+        n = k + skip  # every strategy finds the top-(offset + k)
+        candidates = max(n, int(np.ceil(m * n)))
         if strat == "rerank":
-            requests = [self._plain(q, filter, candidates, params) for q in prepared]
+            requests = [self.requests.plain(q, filter, candidates, params) for q in prepared]
             results = self.engine.query_batch(self.collection, requests)
-            hits = [self._rank_by_cosine(q, r, k, a) for q, r in zip(prepared, results, strict=True)]
+            hits = [self._rank_by_cosine(q, r, n, a) for q, r in zip(prepared, results, strict=True)]
         elif strat == "formula":
-            requests = [self._formula_request(q, filter, candidates, k, params, a) for q in prepared]
+            requests = [self.requests.formula_request(q, filter, candidates, n, params, a) for q in prepared]
             results = self.engine.query_batch(self.collection, requests)
             hits = [self._from_formula(q, r, a) for q, r in zip(prepared, results, strict=True)]
         elif strat == "exact":
-            hits = self._exact(prepared, filter, k, params, a)
+            hits = self._exact(prepared, filter, n, params, a)
         else:
-            hits = self._auto_call(prepared, filter, k, candidates, params, a)
+            hits = self._auto_call(prepared, filter, n, candidates, params, a)
+        if skip or threshold is not None:
+            hits = [cut(row, skip, threshold) for row in hits]
         if explain:
             hits = [[self._explain(q, h, a, strat) for h in row] for q, row in zip(prepared, hits, strict=True)]
         return hits
@@ -242,13 +277,26 @@ class HierarchicalSearcher:
         queries: np.ndarray | Sequence[Sequence[float]],
         projected: bool | None,
         leaves: Sequence[int] | None,
-    ) -> list[_Query]:
-        x = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    ) -> list[Query]:
+        model = self.model
+        x = _query_matrix(queries, model, "queries")
         if x.size == 0:
             return []
         if not np.isfinite(x).all():
-            raise InputError("query vectors contain NaN or inf")
-        model = self.model
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise InputError(f"query vectors contain NaN or inf (rows {bad[:5].tolist()})", "drop or repair them")
+        sent = None  # the vectors sent to Qdrant when they are not z
+        if self.vector is not None:  # attached (§2.7): the application's vector is the query; PCA finds its leaf
+            if projected or x.shape[1] != model.input_dims:
+                raise InputError(
+                    f"collection {self.collection!r} is searched with vectors like its {self.vector!r} vectors "
+                    f"({model.input_dims} floats), got {x.shape[1]}{' (projected)' if projected else ''}",
+                    "pass the query's own vector for that name",
+                )
+            if not np.any(x, axis=1).all():
+                raise InputError("a query vector is zero: its cosine to every point is undefined", "drop it")
+            x = sent = unit_rows(x)
+            projected = False
         if projected is None:
             projected = x.shape[1] == model.dims and x.shape[1] != model.input_dims
         if projected:
@@ -263,17 +311,24 @@ class HierarchicalSearcher:
                     "embed the query with the same extractor as the collection",
                 )
             z = model.transform(x)
+        zero = np.flatnonzero(model.zero_rows(z)) if sent is None else np.empty(0, dtype=np.int64)
+        if zero.size:
+            raise InputError(
+                f"query rows {zero[:5].tolist()} project to the zero vector (the model's mean feature): their cosine"
+                " to every point is undefined",
+                "query with another image; if every image does this, check the extractor and its weights",
+            )
         if leaves is None:
-            leaf = model.assign(z, projected=True)
+            leaf = model.assign(z, projected=True, raw=None if projected else x)  # `head` reads x
         else:
             leaf = np.asarray(leaves, dtype=np.int64)
             if leaf.shape != (z.shape[0],) or (leaf < 0).any() or (leaf >= model.num_classes).any():
                 raise InputError(f"leaves must be {z.shape[0]} class indices in 0…{model.num_classes - 1}")
         out = []
-        for row, lf in zip(z, leaf, strict=True):
+        for row, lf in zip(z if sent is None else sent, leaf, strict=True):
             path = model.ancestors(int(lf))
             out.append(
-                _Query(
+                Query(
                     vector=row.astype(np.float32).tolist(),
                     leaf=int(lf),
                     path=path,
@@ -283,88 +338,23 @@ class HierarchicalSearcher:
             )
         return out
 
-    # -- request builders --------------------------------------------------------------------------
-
-    def _ring_filter(self, node: int, user: models.Filter | None) -> models.Filter:
-        cond = models.FieldCondition(key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(node)))
-        return models.Filter(must=[user, cond] if user is not None else [cond])
-
-    def _plain(
-        self,
-        q: _Query,
-        user: models.Filter | None,
-        limit: int,
-        params: models.SearchParams | None,
-        with_payload: bool = True,
-    ) -> models.QueryRequest:
-        return models.QueryRequest(query=q.vector, filter=user, limit=limit, params=params, with_payload=with_payload)
-
-    def _ring(
-        self, q: _Query, i: int, user: models.Filter | None, k: int, params: models.SearchParams | None
-    ) -> models.QueryRequest:
-        return models.QueryRequest(
-            query=q.vector,
-            filter=self._ring_filter(q.path[i], user),
-            limit=k,
-            params=params,
-            with_payload=True,
-        )
-
-    def _formula(self, q: _Query, alpha: float) -> models.FormulaQuery:
-        """``$score − α + Σ_{i<L} (α/H)(η_{i+1} − η_i)·[ancestors ∋ a_i]`` = 1 − D."""
-        h = max(self.model.tree_height, 1)
-        terms: list[Any] = ["$score"]
-        if alpha > 0:
-            terms.append(-alpha)
-            for i in range(len(q.path) - 1):
-                weight = alpha / h * (q.heights[i + 1] - q.heights[i])
-                cond = models.FieldCondition(
-                    key=f"{self.payload_key}.ancestors", match=models.MatchValue(value=int(q.path[i]))
-                )
-                terms.append(models.MultExpression(mult=[weight, cond]))
-        return models.FormulaQuery(formula=models.SumExpression(sum=terms))
-
-    def _formula_request(
-        self,
-        q: _Query,
-        user: models.Filter | None,
-        candidates: int,
-        k: int,
-        params: models.SearchParams | None,
-        alpha: float,
-    ) -> models.QueryRequest:
-        pre = models.Prefetch(query=q.vector, filter=user, limit=candidates, params=params)
-        return models.QueryRequest(prefetch=[pre], query=self._formula(q, alpha), limit=k, with_payload=True)
-
-    def _exact_request(
-        self, q: _Query, user: models.Filter | None, k: int, params: models.SearchParams | None, alpha: float
-    ) -> models.QueryRequest:
-        rings = [
-            models.Prefetch(query=q.vector, filter=self._ring_filter(q.path[i], user), limit=k, params=params)
-            for i in range(len(q.path) - 1)
-        ]
-        rings.append(models.Prefetch(query=q.vector, filter=user, limit=k, params=params))
-        # One outer cosine prefetch over the union, so $score is the cosine of every ring member.
-        outer = models.Prefetch(prefetch=rings, query=q.vector, limit=k * len(rings), params=params)
-        return models.QueryRequest(prefetch=[outer], query=self._formula(q, alpha), limit=k, with_payload=True)
-
     # -- strategies --------------------------------------------------------------------------------
 
     def _exact(
         self,
-        prepared: list[_Query],
+        prepared: list[Query],
         user: models.Filter | None,
         k: int,
         params: models.SearchParams | None,
         alpha: float,
     ) -> list[list[SearchHit]]:
-        requests = [self._exact_request(q, user, k, params, alpha) for q in prepared]
+        requests = [self.requests.exact_request(q, user, k, params, alpha) for q in prepared]
         results = self.engine.query_batch(self.collection, requests)
         return [self._from_formula(q, r, alpha) for q, r in zip(prepared, results, strict=True)]
 
     def _auto_call(
         self,
-        prepared: list[_Query],
+        prepared: list[Query],
         user: models.Filter | None,
         k: int,
         candidates: int,
@@ -380,7 +370,7 @@ class HierarchicalSearcher:
 
     def _auto(
         self,
-        prepared: list[_Query],
+        prepared: list[Query],
         user: models.Filter | None,
         k: int,
         candidates: int,
@@ -408,9 +398,9 @@ class HierarchicalSearcher:
         rings_of = [plan.rings_for(len(q.path) - 1) for q in prepared]
         requests: list[models.QueryRequest] = []
         for q, j in zip(prepared, rings_of, strict=True):
-            requests.extend(self._ring(q, i, user, k, params) for i in range(j))
+            requests.extend(self.requests.ring(q, i, user, k, params) for i in range(j))
             if with_cosine:
-                requests.append(self._plain(q, user, candidates, params, with_payload=False))
+                requests.append(self.requests.plain(q, user, candidates, params, with_payload=False))
         results = self.engine.query_batch(self.collection, requests) if requests else []
         out: list[list[SearchHit] | None] = [None] * len(prepared)
         unproven: list[int] = []  # rings alone did not prove it: rerun with the cosine candidates
@@ -448,7 +438,7 @@ class HierarchicalSearcher:
                 unread.append((n, known, unknown, c_max, floor))
         if unread:
             tally.reads += len(unread)
-            reads = [self._by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _, _ in unread]
+            reads = [self.requests.by_ids(prepared[n], [hit.id for hit in unknown]) for n, _, unknown, _, _ in unread]
             fetched = self.engine.query_batch(self.collection, reads)
             for (n, known, _, c_max, floor), got in zip(unread, fetched, strict=True):
                 union = {**known, **{hit.id: hit for hit in got}}
@@ -471,19 +461,26 @@ class HierarchicalSearcher:
                 out[n] = hits
         return [hits for hits in out if hits is not None]
 
-    def _by_ids(self, q: _Query, ids: Sequence[str]) -> models.QueryRequest:
-        """The payloads (and cosines) of given points: a filter on their ids, scored exhaustively."""
-        return models.QueryRequest(
-            query=q.vector,
-            filter=models.Filter(must=[models.HasIdCondition(has_id=[to_point_id(i) for i in ids])]),
-            limit=len(ids),
-            params=models.SearchParams(exact=True),
-            with_payload=True,
-        )
+    def _stored_query(
+        self, pid: str | int, user: models.Filter | None
+    ) -> tuple[np.ndarray, models.Filter, bool]:
+        """Point ``pid``'s stored vector as a query (projected or not), and the caller's filter without it."""
+        canon = canonical_id(pid)
+        found = retrieve_vectors(self.engine, self.collection, [canon], self.vector or "")
+        if not found or found[0].vector is None:
+            what = "no point" if not found else f"no {self.vector!r} vector for point"
+            raise NotFoundError(f"{what} {pid!r} in collection {self.collection!r}", "pass the id of a stored point")
+        rec = found[0]
+        assert rec.vector is not None
+        if self.vector is not None:  # attached: the application's vector itself
+            return rec.vector, without_point(user, to_point_id(canon)), False
+        # ours: the stored vector is z/‖z‖ and the payload keeps ‖z‖ (the leaf needs z itself)
+        norm = float((rec.payload.get(self.payload_key) or {}).get("norm", 1.0))
+        return rec.vector.astype(np.float64) * norm, without_point(user, to_point_id(canon)), True
 
     # -- turning engine hits into SearchHits ------------------------------------------------------------
 
-    def _lca(self, q: _Query, payload: dict[str, Any]) -> int:
+    def _lca(self, q: Query, payload: dict[str, Any]) -> int:
         """Index i of the lowest query ancestor a_i on the point's path (the root when it has none)."""
         path = (payload.get(self.payload_key) or {}).get("ancestors") or ()
         for v in path:  # leaf first: the first node shared with the query's path is the LCA
@@ -492,7 +489,7 @@ class HierarchicalSearcher:
                 return i
         return len(q.path) - 1
 
-    def _hit(self, q: _Query, hit: Hit, cosine: float, i: int, alpha: float) -> SearchHit:
+    def _hit(self, q: Query, hit: Hit, cosine: float, i: int, alpha: float) -> SearchHit:
         h = max(self.model.tree_height, 1)
         leaf = (hit.payload.get(self.payload_key) or {}).get("leaf")
         return SearchHit(
@@ -505,7 +502,7 @@ class HierarchicalSearcher:
             payload=hit.payload,
         )
 
-    def _rank_by_cosine(self, q: _Query, hits: Sequence[Hit], k: int, alpha: float) -> list[SearchHit]:
+    def _rank_by_cosine(self, q: Query, hits: Sequence[Hit], k: int, alpha: float) -> list[SearchHit]:
         """Sort candidates by D on plain tuples; SearchHits are built for the k kept only."""
         step = alpha / max(self.model.tree_height, 1)
         scored = []
@@ -515,7 +512,7 @@ class HierarchicalSearcher:
         scored.sort(key=lambda s: s[:3])
         return [self._hit(q, hit, -neg_cos, i, alpha) for _, neg_cos, _, i, hit in scored[:k]]
 
-    def _from_formula(self, q: _Query, hits: Sequence[Hit], alpha: float) -> list[SearchHit]:
+    def _from_formula(self, q: Query, hits: Sequence[Hit], alpha: float) -> list[SearchHit]:
         """Formula scores are 1 − D; the cosine is recovered as score + α·η/H."""
         step = alpha / max(self.model.tree_height, 1)
         out = []
@@ -525,7 +522,7 @@ class HierarchicalSearcher:
         out.sort(key=lambda s: (s.distance, -s.cosine, s.id))
         return out
 
-    def _explain(self, q: _Query, hit: SearchHit, alpha: float, strategy: str) -> SearchHit:
+    def _explain(self, q: Query, hit: SearchHit, alpha: float, strategy: str) -> SearchHit:
         tree = self.model.hierarchy
         h = max(tree.tree_height, 1)
         classes = tree.leaves_under(hit.lca)
@@ -558,9 +555,35 @@ def _check_oversample(m: float) -> float:
     return value
 
 
-def _search_params(exact: bool, hnsw_ef: int | None) -> models.SearchParams | None:
-    if not exact and hnsw_ef is None:
+def _search_params(
+    exact: bool, hnsw_ef: int | None, quantization: models.QuantizationSearchParams | None = None
+) -> models.SearchParams | None:
+    if not exact and hnsw_ef is None and quantization is None:
         return None
-    if hnsw_ef is not None and int(hnsw_ef) < 1:
-        raise InputError(f"hnsw_ef={hnsw_ef} must be a positive integer")
-    return models.SearchParams(exact=bool(exact), hnsw_ef=None if hnsw_ef is None else int(hnsw_ef))
+    ef = None if hnsw_ef is None else _check_count(hnsw_ef, "hnsw_ef")
+    return models.SearchParams(exact=bool(exact), hnsw_ef=ef, quantization=quantization)
+
+
+def _check_count(value: Any, name: str) -> int:
+    """A whole number ≥ 1 (not a bool, not a float that would be truncated)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a whole number ≥ 1, got {value!r}", f"e.g. {name}=10")
+    return int(value)
+
+
+def _query_matrix(queries: Any, model: HierarchyModel, what: str) -> np.ndarray:
+    """``queries`` as float rows (a vector is one row), or an InputError saying what a query must be."""
+    got: str | None = type(queries).__name__
+    if queries is not None and not isinstance(queries, (str, bytes, dict)):
+        try:
+            x = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+            got = None if x.ndim == 2 else f"an array of shape {np.shape(queries)}"
+        except (TypeError, ValueError):
+            pass
+    if got is not None:
+        one = "a vector" if what == "query" else "rows"
+        raise InputError(
+            f"{what} must be {one} of {model.input_dims} floats (the raw features) or {model.dims} (the projected"
+            f" vector), got {got}"
+        )
+    return x

@@ -6,14 +6,19 @@ Names understood by :func:`load_backbone` (all of them: :func:`available_backbon
     The image as flattened grayscale pixels at ``image_size`` × ``image_size`` (default 8), values
     in [0, 1], for tiny images such as scikit-learn's digits. feature_dim = image_size².
 ``cifar_resnet20`` … ``cifar_resnet110``
-    The CIFAR ResNets of :mod:`hierqdrant.vision.cifar_resnet`; ``weights`` is a local checkpoint.
+    The CIFAR ResNets of :mod:`hierqdrant.vision.cifar_resnet`; ``weights`` is a local checkpoint
+    (there are no published weights, so leaving ``weights`` out is an error).
     32 × 32 inputs normalised with the ImageNet mean and std; 64-d features.
 any torchvision classification model (``resnet50``, ``vit_b_16``, …)
     ``weights`` is a torchvision weights name (``IMAGENET1K_V2``, ``ResNet50_Weights.IMAGENET1K_V2``,
-    ``DEFAULT``), downloaded once into the torch hub cache, or a local checkpoint file.
+    ``DEFAULT``), downloaded once into the torch hub cache, or a local checkpoint file. Without
+    ``weights`` the model's default (ImageNet) weights are used: read from the cache, downloaded
+    where a network exists, and offline a one-line error naming ``--weights FILE`` and the cache file.
 
-Without weights the network is randomly initialised from a fixed seed (:data:`RANDOM_INIT_SEED`),
-so the same torch version rebuilds the same extractor at query time.
+A network is randomly initialised only when asked for with ``weights="random"``
+(:data:`RANDOM_WEIGHTS`), from a fixed seed (:data:`RANDOM_INIT_SEED`), so the same torch version
+rebuilds the same extractor at query time; its description then carries ``"weights": "random"`` and
+``"random_init": true`` (see :func:`hierqdrant.vision.extractor.is_random_init`).
 
 The penultimate layer: the final ``nn.Linear`` (``fc``, ``classifier[-1]``, ``heads.head``, …; in
 general the last ``nn.Linear`` registered) is replaced by ``nn.Identity`` and kept as
@@ -38,13 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torchvision
 from PIL import Image
 from torch import nn
 
+from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError, ModelMismatchError
-from hierqdrant.vision.checkpoints import LocalCheckpoint, looks_like_checkpoint_path
+from hierqdrant.vision.checkpoints import CheckpointHead, LocalCheckpoint, looks_like_checkpoint_path, read_head
 from hierqdrant.vision.cifar_resnet import CifarResNet
 from hierqdrant.vision.preprocessing import IMAGENET_MEAN, IMAGENET_STD, GrayPixels, ImageTransform
 from hierqdrant.vision.torchvision_weights import (
@@ -59,14 +66,19 @@ from hierqdrant.vision.torchvision_weights import (
 __all__ = [
     "Backbone",
     "RANDOM_INIT_SEED",
+    "RANDOM_WEIGHTS",
     "WeightsKind",
     "available_backbones",
     "backbone_from_description",
+    "head_of",
     "load_backbone",
     "with_head",
 ]
 
 RANDOM_INIT_SEED = 0
+#: The ``weights`` value (``--weights random``) that asks for a randomly initialised network.
+RANDOM_WEIGHTS = "random"
+_RANDOM_FIX = "--weights random for an untrained network"
 DEFAULT_PIXELS_SIZE = 8
 CIFAR_IMAGE_SIZE = 32
 _CIFAR_DEPTH = {f"cifar_resnet{d}": d for d in (20, 32, 44, 56, 110)}
@@ -142,6 +154,8 @@ class Backbone:
             desc["weights_resolved"] = self.weights_resolved
         if self.seed is not None:
             desc["seed"] = int(self.seed)
+        if self.weights_kind == "random":
+            desc["random_init"] = True
         desc.update(self.extra)
         return desc
 
@@ -201,7 +215,7 @@ def available_backbones() -> list[str]:
 
 def _load_pixels(weights: str | None, image_size: int | None) -> Backbone:
     if weights is not None:
-        raise InputError("the pixels backbone has no weights", "leave --weights out for --backbone pixels")
+        raise InputError("the pixels backbone has no weights", "leave --weights out for the pixels model")
     size = image_size or DEFAULT_PIXELS_SIZE
     return Backbone(
         name="pixels",
@@ -223,6 +237,11 @@ def _load_cifar(name: str, weights: str | None, image_size: int | None, num_clas
     depth = _CIFAR_DEPTH[name]
     checkpoint: LocalCheckpoint | None = None
     if weights is None:
+        raise InputError(
+            f"{name} has no published weights to load",
+            f"pass --weights FILE (a local checkpoint, e.g. resnet56-4bfd9763.th) or {_RANDOM_FIX}",
+        )
+    if weights == RANDOM_WEIGHTS:
         kind: WeightsKind = "random"
         with _seeded(seed):
             model = CifarResNet(depth, num_classes or 10)
@@ -253,7 +272,7 @@ def _load_cifar(name: str, weights: str | None, image_size: int | None, num_clas
         classifier=classifier,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        weights=checkpoint.file_name if checkpoint else None,
+        weights=checkpoint.file_name if checkpoint else RANDOM_WEIGHTS,
         weights_kind=kind,
         weights_sha256=checkpoint.sha256() if checkpoint else None,
         num_classes=int(getattr(classifier, "out_features", 0)) or None,
@@ -293,7 +312,8 @@ def _load_torchvision(
 ) -> Backbone:
     enum_member: Any | None = None
     checkpoint: LocalCheckpoint | None = None
-    if weights is None:
+    weights = weights or "DEFAULT"  # no weights given: the model's own pretrained (ImageNet) weights
+    if weights == RANDOM_WEIGHTS:
         kind: WeightsKind = "random"
         model = _build_tv(name, seed, **({"num_classes": num_classes} if num_classes else {}))
     elif looks_like_checkpoint_path(weights):
@@ -303,7 +323,7 @@ def _load_torchvision(
     else:
         kind = "torchvision"
         enum_member = resolve_weights(name, weights)
-        state = read_published_state(enum_member)
+        state = read_published_state(enum_member, model=name)
         with serve_state_dict(enum_member, state), _seeded(seed):
             model = torchvision.models.get_model(name, weights=enum_member)
     found = _find_head(model)
@@ -365,6 +385,25 @@ def with_head(backbone: Backbone) -> Backbone:
     )
 
 
+def head_of(backbone: Backbone, checkpoint: str | None = None) -> CheckpointHead:
+    """The network's final layer as a query classifier of its penultimate features (DESIGN.md §1.5:
+    ``head``), with the class names and objective that ``checkpoint`` (the local weights file, if any:
+    a ``hierqdrant train`` checkpoint saves them) records beside it."""
+    layer = backbone.classifier
+    if not isinstance(layer, nn.Linear):
+        raise InputError(
+            f"backbone {backbone.name} has no final linear layer to score classes with",
+            "use --query-classifier tied",
+        )
+    weight = layer.weight.detach().cpu().to(torch.float64).numpy()
+    bias = layer.bias.detach().cpu().to(torch.float64).numpy() if layer.bias is not None else np.zeros(weight.shape[0])
+    head = CheckpointHead(LinearClassifier(weight, bias), key=f"{backbone.head_name or 'classifier'}.weight")
+    if checkpoint is not None and looks_like_checkpoint_path(checkpoint) and Path(checkpoint).expanduser().is_file():
+        saved = read_head(checkpoint, backbone.feature_dim)
+        head.classes, head.objective = saved.classes, saved.objective
+    return head
+
+
 def load_backbone(
     name: str,
     weights: str | None = None,
@@ -375,18 +414,23 @@ def load_backbone(
 ) -> Backbone:
     """Build the feature extractor ``name`` (see the module docstring for names and weights).
 
-    ``image_size`` overrides the input size. ``num_classes``: the size of the classifier; without
-    weights the network is built with it, and when it differs from the checkpoint's classes the
+    ``weights``: a local checkpoint file, a torchvision weights name, ``"random"`` (a randomly
+    initialised network, only when asked for), or ``None`` (torchvision models: their default
+    pretrained weights; CIFAR ResNets have none and refuse).
+    ``image_size`` overrides the input size. ``num_classes``: the size of the classifier; with
+    random weights the network is built with it, and when it differs from the loaded classes the
     loaded classifier is replaced by a fresh ``nn.Linear`` (e.g. to fine-tune on another dataset).
-    ``seed`` fixes random initialisation (without weights, and for a fresh classifier).
+    ``seed`` fixes random initialisation (random weights, and a fresh classifier).
     """
     if not isinstance(name, str) or not name.strip():
         raise InputError("no backbone name given", "pass e.g. --backbone resnet50")
     key = name.strip().lower()
     _check_positive(image_size, "image_size", 224)
     _check_positive(num_classes, "num_classes", 10)
-    if weights is not None and not str(weights).strip():
-        weights = None
+    if weights is not None:
+        weights = str(weights).strip() or None
+    if weights is not None and weights.lower() == RANDOM_WEIGHTS:
+        weights = RANDOM_WEIGHTS
     if key == "pixels":
         return _load_pixels(weights, image_size)
     if key in _CIFAR_DEPTH:
@@ -400,6 +444,13 @@ def load_backbone(
         "use pixels, cifar_resnet20/32/44/56/110 or a torchvision classification model such as resnet50 "
         "(see available_backbones())",
     )
+
+
+def _infer_kind(weights: Any) -> WeightsKind:
+    """The weights kind of a description written before ``weights_kind`` was stored."""
+    if weights is None or str(weights).strip().lower() == RANDOM_WEIGHTS:
+        return "random"
+    return "file" if looks_like_checkpoint_path(str(weights)) else "torchvision"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -422,7 +473,7 @@ def backbone_from_description(desc: Mapping[str, Any], weights_path: str | None 
         raise InputError(
             f"the feature-extractor description is incomplete ({exc})", "re-create the model with hierqdrant"
         ) from exc
-    kind = desc.get("weights_kind")
+    kind = desc.get("weights_kind") or _infer_kind(desc.get("weights"))
     num_classes = desc.get("num_classes")
     seed = int(desc.get("seed", RANDOM_INIT_SEED))
     rebuild = functools.partial(load_backbone, name, image_size=image_size, num_classes=num_classes, seed=seed)
@@ -458,8 +509,8 @@ def backbone_from_description(desc: Mapping[str, Any], weights_path: str | None 
             bb.weights_sha256 = None
         else:
             bb = rebuild(resolved)
-    else:
-        bb = rebuild(None)
+    else:  # "random": the same fixed-seed network (older descriptions stored weights=None)
+        bb = rebuild(RANDOM_WEIGHTS)
     mean = tuple(float(v) for v in desc.get("mean", bb.mean))
     std = tuple(float(v) for v in desc.get("std", bb.std))
     interp = str(desc.get("interpolation", bb.interpolation))

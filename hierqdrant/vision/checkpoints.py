@@ -9,7 +9,9 @@ The prefixes ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) are s
 
 :class:`LocalCheckpoint` bundles what a backbone needs from a file (the tensors, the file name shown in
 descriptions, the sha256 that later identifies the same file) and :meth:`LocalCheckpoint.load_into`
-loads it strictly, with one error that names the keys that do not fit.
+loads it strictly, with one error that names the keys that do not fit. :func:`read_head` reads a file's
+final linear layer (the network's class scores, a query classifier of its penultimate features) with the
+class names a ``hierqdrant train`` checkpoint saves beside it.
 """
 
 from __future__ import annotations
@@ -20,19 +22,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from pickle import UnpicklingError  # the error weights-only loading raises; nothing is unpickled here
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError, NotFoundError
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "CheckpointHead",
     "LocalCheckpoint",
     "file_sha256",
     "load_strict",
     "looks_like_checkpoint_path",
     "read_checkpoint",
+    "read_head",
 ]
 
 #: File endings that mark a ``--weights`` value as a file rather than a torchvision weights name.
@@ -63,6 +70,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The state_dict in a checkpoint file, wrapper prefixes stripped (see the module docstring)."""
+    p, obj = _load(path)
+    return _state_dict(p, obj)
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Path, Any]:
     p = Path(os.path.expanduser(os.fspath(path)))
     if not p.is_file():
         raise NotFoundError(
@@ -70,7 +82,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             "pass the path of a checkpoint (.pt/.pth/.th) with --weights PATH",
         )
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        return p, torch.load(p, map_location="cpu", weights_only=True)
     except UnpicklingError as exc:
         if "unsupported global" not in str(exc).lower():  # garbage bytes also raise UnpicklingError
             raise InputError(f"{p.name} is not a readable PyTorch checkpoint (unpickling failed)", _SAVE_HINT) from exc
@@ -82,6 +94,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise InputError(
             f"{p.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})", _SAVE_HINT
         ) from exc
+
+
+def _state_dict(p: Path, obj: Any) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
             inner = obj.get(key)
@@ -103,6 +118,64 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             key = key.removeprefix(prefix)
         out[key] = v
     return out
+
+
+@dataclass
+class CheckpointHead:
+    """A checkpoint's final linear layer: ``classifier`` (K, feature_dim) on the penultimate features, the
+    state_dict key of its weight, and what a ``hierqdrant train`` checkpoint says beside it (class names,
+    objective; None for other files)."""
+
+    classifier: LinearClassifier
+    key: str
+    classes: list[str] | None = None
+    objective: str | None = None
+
+    def check(self, class_names: list[str], source: str) -> LinearClassifier:
+        """The classifier, when its classes are ``class_names`` (same count; same names where the file
+        names them); a head trained for semantic embeddings is not one (its outputs are no class scores)."""
+        fix = "use a checkpoint trained on these classes (hierqdrant train), or --query-classifier tied"
+        if self.objective is not None and self.objective != "ce":
+            raise InputError(
+                f"{source} was trained with the {self.objective} objective: its head gives no class scores", fix
+            )
+        k = self.classifier.num_classes
+        if k != len(class_names):
+            raise InputError(f"the final layer of {source} scores {k} classes, the data has {len(class_names)}", fix)
+        if self.classes is not None and list(self.classes) != list(class_names):
+            diff = next(i for i, (a, b) in enumerate(zip(self.classes, class_names, strict=True)) if a != b)
+            raise InputError(
+                f"{source} was trained on other classes (or another order): class {diff} is "
+                f"{self.classes[diff]!r} there, {class_names[diff]!r} here",
+                fix,
+            )
+        return self.classifier
+
+
+def read_head(path: str | os.PathLike[str], feature_dim: int) -> CheckpointHead:
+    """The final linear layer of a checkpoint: the last 2-D weight in the state_dict that takes
+    ``feature_dim``-d inputs (``fc.weight``, ``linear.weight``, ``classifier.1.weight``, …), with its bias."""
+    p, obj = _load(path)
+    state = _state_dict(p, obj)
+    found = [k for k, v in state.items() if k.endswith("weight") and v.ndim == 2 and v.shape[1] == feature_dim]
+    if not found:
+        raise InputError(
+            f"{p.name} has no final linear layer on {feature_dim}-d features",
+            "pass the checkpoint of the network these features came from",
+        )
+    key = found[-1]
+    weight = state[key].detach().to(torch.float64).numpy()
+    bias_t = state.get(key[: -len("weight")] + "bias")
+    bias = bias_t.detach().to(torch.float64).numpy() if bias_t is not None else np.zeros(weight.shape[0])
+    meta = obj if isinstance(obj, Mapping) else {}
+    classes = meta.get("classes")
+    objective = meta.get("objective")
+    return CheckpointHead(
+        classifier=LinearClassifier(weight, bias),
+        key=key,
+        classes=[str(c) for c in classes] if isinstance(classes, list) else None,
+        objective=str(objective) if isinstance(objective, str) else None,
+    )
 
 
 def _first_few(keys: list[str], n: int = 4) -> str:

@@ -182,7 +182,7 @@ def extract_features(
     num_workers: int | None = None,
     image_hook: ImageHook | None = None,
     on_batch: BatchCallback | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     console: Console | None = None,
 ) -> Extracted:
     """Penultimate features of every image in ``paths``.
@@ -192,7 +192,9 @@ def extract_features(
     is applied to the decoded RGB image of ``paths[i]`` before the backbone's transform; with
     ``num_workers > 0`` it must be picklable (a module-level function or object). ``on_batch(indices,
     features)`` is called after every batch, also with empty arrays when a batch held only bad files.
-    The backbone's module is moved to the device (and left there).
+    The backbone's module is moved to the device (and left there). ``progress``: ``True`` a rich bar on
+    ``console`` (stderr by default), ``False`` none, or a callable told how many files each batch handled
+    (the caller shows the progress).
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}", "pass e.g. --batch-size 256")
@@ -239,7 +241,8 @@ def extract_features(
     idxs: list[np.ndarray] = []
     skipped: list[Skipped] = []
     path_strs = [str(p) for p in paths]
-    bar = _progress(console) if progress else None
+    advance = progress if callable(progress) else None
+    bar = _progress(console) if progress is True else None
     task = bar.add_task(f"features ({backbone.name}, {dev})", total=n) if bar is not None else None
     # Results of the batch in flight: (indices, host tensor, copy-done event, files in the batch).
     pending: tuple[np.ndarray, torch.Tensor | None, torch.cuda.Event | None, int] | None = None
@@ -255,6 +258,8 @@ def extract_features(
             on_batch(ind, f)
         if bar is not None and task is not None:
             bar.advance(task, count)
+        if advance is not None:
+            advance(count)
 
     full_seen = False
     try:

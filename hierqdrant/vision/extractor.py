@@ -12,8 +12,22 @@ if TYPE_CHECKING:
     from hierqdrant.vision import Backbone
 
 
+def is_random_init(description: Mapping[str, Any] | None) -> bool:
+    """True when the described extractor is a randomly initialised network (``--weights random``),
+    whose features carry no learned meaning: summaries, JSON and ``info`` should flag it.
+
+    Reads ``random_init`` and, for descriptions stored before that key existed, ``weights_kind``
+    (``"random"``: then ``weights`` was ``None``; no kind and no weights also meant a random init).
+    """
+    if not description or not has_image_extractor(description) or description.get("name") == "pixels":
+        return False
+    kind = description.get("weights_kind")
+    return bool(description.get("random_init")) or kind == "random" or (kind is None and not description.get("weights"))
+
+
 def has_image_extractor(description: Mapping[str, Any] | None) -> bool:
-    return bool(description) and description.get("name") not in (None, "features-file")  # type: ignore[union-attr]
+    # "qdrant-vector": a model attached to an application's own vectors (hierqdrant attach), no image network
+    return bool(description) and description.get("name") not in (None, "features-file", "qdrant-vector")  # type: ignore[union-attr]
 
 
 def extractor_from_description(description: Mapping[str, Any], weights: str | None = None) -> Backbone:
@@ -50,4 +64,12 @@ def same_extractor(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def identity(description: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in description.items() if k != "weights_path"}
+    """What makes two extractors the same: everything but the weights file's location. A random
+    init is written as older models stored it (``weights`` None, no ``random_init``), so a collection
+    embedded before ``--weights random`` existed matches the same fixed-seed network now, and feature
+    caches keyed by this keep their key."""
+    out = {k: v for k, v in description.items() if k != "weights_path"}
+    if is_random_init(out):
+        out.pop("random_init", None)
+        out["weights"] = None
+    return out

@@ -29,6 +29,7 @@ from hierqdrant.vision.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
+    "cache_file",
     "fetch_weights_file",
     "hash_prefix",
     "published_url",
@@ -45,7 +46,10 @@ _PROBE_TIMEOUT_S = 5.0
 #: Socket timeout during the download itself, so a stalled transfer fails instead of hanging.
 _DOWNLOAD_TIMEOUT_S = 60.0
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
-_OFFLINE_FIX = "pass a local checkpoint file with --weights PATH (download {url} on a machine with internet access)"
+_OFFLINE_FIX = (
+    "pass --weights FILE (a local checkpoint) or --weights random for an untrained network "
+    "(or download {url} elsewhere and put it in the cache folder)"
+)
 
 
 def resolve_weights(name: str, weights: str) -> Any:
@@ -82,12 +86,36 @@ def hash_prefix(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def fetch_weights_file(enum_member: Any, progress: bool = True) -> Path:
-    """The torch-hub cache file of ``enum_member``, downloaded first when missing (fails fast offline)."""
+def cache_file(enum_member: Any) -> Path:
+    """Where torch hub keeps the file of ``enum_member``: ``torch.hub.get_dir()/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum_member.url).path)
+
+
+def _home_relative(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (shorter in one-line errors)."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _weights_label(enum_member: Any, model: str | None) -> str:
+    """``resnet50's ImageNet weights (IMAGENET1K_V2)``, for messages."""
+    member = str(getattr(enum_member, "name", enum_member))
+    owner = f"{model}'s " if model else f"the {type(enum_member).__name__} "
+    data = "ImageNet " if member.upper().startswith("IMAGENET") else ""
+    return f"{owner}{data}weights ({member})"
+
+
+def fetch_weights_file(enum_member: Any, progress: bool = True, model: str | None = None) -> Path:
+    """The torch-hub cache file of ``enum_member``, downloaded first when missing (fails fast offline).
+
+    ``model`` (the backbone name) only words the errors.
+    """
     url: str = enum_member.url
     parsed = urlparse(url)
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = cache_dir / os.path.basename(parsed.path)
+    cached = cache_file(enum_member)
+    cache_dir = cached.parent
     if cached.is_file():
         return cached
     host = parsed.hostname or ""
@@ -97,7 +125,8 @@ def fetch_weights_file(enum_member: Any, progress: bool = True) -> Path:
         probe.close()
     except OSError as exc:
         raise InputError(
-            f"cannot download the weights {enum_member} from {host} (no network: {exc.__class__.__name__})",
+            f"{_weights_label(enum_member, model)} are not in the cache ({_home_relative(cached)}) and cannot "
+            f"be downloaded: no network ({host} unreachable)",
             _OFFLINE_FIX.format(url=url),
         ) from exc
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +136,8 @@ def fetch_weights_file(enum_member: Any, progress: bool = True) -> Path:
         torch.hub.download_url_to_file(url, str(cached), hash_prefix(url), progress=progress)
     except Exception as exc:  # URLError, timeouts, hash mismatch (RuntimeError): all mean "no usable file"
         raise InputError(
-            f"downloading the weights {enum_member} from {url} failed ({exc.__class__.__name__}: {exc})",
+            f"downloading {_weights_label(enum_member, model)} from {url} into {_home_relative(cache_dir)} failed "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
             _OFFLINE_FIX.format(url=url),
         ) from exc
     finally:
@@ -115,9 +145,9 @@ def fetch_weights_file(enum_member: Any, progress: bool = True) -> Path:
     return cached
 
 
-def read_published_state(enum_member: Any) -> Mapping[str, torch.Tensor]:
+def read_published_state(enum_member: Any, model: str | None = None) -> Mapping[str, torch.Tensor]:
     """The state_dict of ``enum_member`` (fetched when missing), read with ``weights_only=True``."""
-    cached = fetch_weights_file(enum_member)
+    cached = fetch_weights_file(enum_member, model=model)
     try:
         state: Mapping[str, torch.Tensor] = torch.load(cached, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -3,7 +3,8 @@
 Recipe (Venkataramanan et al. 2023, §4): SGD with momentum 0.9 and weight decay, a cosine learning-rate
 schedule; random horizontal flip and rotation ±30° at 224 px (random crop with padding + flip for
 images of 64 px and less); 80/20 split of the training images for validation, keeping the best
-checkpoint. Bf16 autocast on CUDA.
+checkpoint. Bf16 autocast on CUDA. ``TrainConfig.augment`` picks the augmentation instead (``"none"``,
+or some of ``crop``, ``flip``, ``rotate``): flipping is wrong for characters and text.
 
 ``objective="semantic"`` trains the network to map an image onto its class embedding φ_y (Barz & Denzler,
 WACV 2019): unit vectors whose dot products equal the tree similarity ``φ_i·φ_j = 1 − h(LCA(i, j))/H``;
@@ -11,7 +12,12 @@ loss ``1 − cos(f(x), φ_y)``, prediction ``argmax_c cos(f(x), φ_c)``.
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, so ``torch.load(..., weights_only=True)``
 reads them, and they are written to a temporary file and renamed (a kill never leaves a broken file).
-``<out>`` keeps the best epoch (what ``ingest --weights`` loads); ``<out>.last`` the latest, for ``--resume``.
+``<out>`` keeps the best epoch (what ``ingest --weights`` loads); ``<out>.last`` the latest, written first.
+
+Resume: the same command run again continues after the last complete epoch (``TrainConfig.resume=None``,
+the default) when ``<out>.last`` is a run of the same settings; ``resume=True`` continues it even with other
+settings (a longer ``epochs``, say), ``resume=False`` starts over. A kill between the two writes of an epoch
+is repaired on resume: ``<out>`` is rewritten from ``<out>.last`` when that epoch was the best.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hierqdrant.core.errors import InputError
+from hierqdrant.core.faults import fault
 from hierqdrant.core.fileio import atomic_writer
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.splits import stratified_split
@@ -64,21 +71,52 @@ def class_embeddings(tree: Hierarchy) -> np.ndarray:
     return (u * sing)[:, :k]
 
 
+AUGMENTS = ("crop", "flip", "rotate")  # in the order they are applied
+
+
+def check_augment(value: str | None) -> str | None:
+    """``"flip,crop"`` → ``"crop,flip"`` (sorted, unique), ``"none"`` → ``"none"``, ``None`` → ``None`` (the
+    recipe's default for the image size, :func:`default_augment`); anything else is a one-line error."""
+    if value is None:
+        return None
+    parts = {p.strip().lower() for p in value.split(",") if p.strip()}
+    if parts == {"none"}:
+        return "none"
+    if not parts or not parts <= set(AUGMENTS):
+        raise InputError(
+            f"--augment {value!r} is not a list of augmentations",
+            f"use some of {', '.join(AUGMENTS)} (comma-separated), or none",
+        )
+    return ",".join(a for a in AUGMENTS if a in parts)
+
+
+def default_augment(image_size: int) -> str:
+    """The paper's recipe: crop (padding 1/8) + flip for images of 64 px and less, flip + rotation above."""
+    return "crop,flip" if image_size <= 64 else "flip,rotate"
+
+
 class TrainAugment:
-    """Random crop (padding 1/8) + flip for small images; flip + rotation ±30° for large ones → uint8 CHW.
+    """The training augmentation → uint8 CHW: ``augment`` (see :func:`check_augment`; default
+    :func:`default_augment`) — random crop (padding 1/8), horizontal flip, rotation ±``rotation``°.
 
     Module-level so DataLoader workers can pickle it; normalisation happens on the device.
     """
 
-    def __init__(self, image_size: int, rotation: float = 30.0) -> None:
+    def __init__(self, image_size: int, augment: str | None = None, rotation: float = 30.0) -> None:
         import torchvision.transforms as T
 
         self.image_size = image_size
+        chosen = check_augment(augment) or default_augment(image_size)
+        self.augment = chosen
+        kinds = set(chosen.split(","))
         base = [T.Resize(image_size), T.CenterCrop(image_size)]
-        if image_size <= 64:
-            aug = [T.RandomCrop(image_size, padding=max(1, image_size // 8)), T.RandomHorizontalFlip()]
-        else:
-            aug = [T.RandomHorizontalFlip(), T.RandomRotation(rotation)]
+        aug: list[Any] = []
+        if "crop" in kinds:
+            aug.append(T.RandomCrop(image_size, padding=max(1, image_size // 8)))
+        if "flip" in kinds:
+            aug.append(T.RandomHorizontalFlip())
+        if "rotate" in kinds:
+            aug.append(T.RandomRotation(rotation))
         self._pipeline = T.Compose([*base, *aug])
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -113,8 +151,16 @@ class TrainConfig:
     seed: int = 0
     objective: Objective = "ce"
     taxonomy: str | None = None
-    resume: bool = False
+    augment: str | None = None  # "none", or some of crop, flip, rotate; None: the recipe's (default_augment)
+    resume: bool | None = None  # None: continue <out>.last when it is this run; True: continue it; False: start over
     max_steps: int | None = None  # stop each epoch early (smoke tests)
+
+
+# The settings that make two runs the same run: a rerun with all of them equal continues where the last stopped.
+RUN_SETTINGS = (
+    "model", "weights", "batch_size", "lr", "momentum", "weight_decay", "val_share", "image_size", "seed",
+    "objective", "taxonomy", "max_steps", "augment",
+)  # fmt: skip
 
 
 @dataclass
@@ -138,6 +184,8 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     device: str = "cpu"
+    resumed_after: int = 0  # the last complete epoch found in <out>.last (0: a new run)
+    augment: str = ""  # the augmentation used, e.g. "crop,flip" or "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,7 +197,13 @@ class TrainResult:
             "epochs": [asdict(e) for e in self.history],
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "device": self.device,
+            "resumed_after": self.resumed_after,
+            "augment": self.augment,
         }
+
+
+#: ``on_epoch(stats, best_epoch, resumed)`` of :func:`train`.
+EpochCallback = Callable[[EpochStats, int, bool], None]
 
 
 def last_path(out: Path) -> Path:
@@ -175,15 +229,34 @@ def _check_classes(items: list[ImageItem], class_names: list[str]) -> None:
             raise InputError(f"class {name!r} has no usable image", "add readable images or remove the class folder")
 
 
-def _read_resume(path: Path) -> dict[str, Any]:
+def _read_resume(path: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The state to continue from: ``None`` for a new run (``resume=False``, or no ``<out>.last`` when the
+    choice is automatic), else ``<out>.last`` — refused when unreadable, or, automatically, of other settings."""
+    if cfg.resume is False:
+        return None
     if not path.is_file():
+        if cfg.resume is None:
+            return None
         raise InputError(f"nothing to resume: {path} does not exist", "drop --resume to start a new run")
+    fresh = "pass --fresh to start over" if cfg.resume is None else "drop --resume"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"{path} is not a readable checkpoint ({type(exc).__name__})", "drop --resume") from None
+        raise InputError(f"{path} is not a readable checkpoint ({type(exc).__name__})", fresh) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path} is not a hierqdrant training checkpoint", "drop --resume")
+        raise InputError(f"{path} is not a hierqdrant training checkpoint", fresh)
+    if cfg.resume is None:
+        before, now = dict(state.get("config") or {}), asdict(cfg)
+        size = state.get("image_size")
+        if isinstance(size, int):  # the recipe's default is the same run as naming it
+            before["augment"] = before.get("augment") or default_augment(size)
+            now["augment"] = now["augment"] or default_augment(size)
+        changed = [f"{k} {before.get(k)!r} → {now[k]!r}" for k in RUN_SETTINGS if before.get(k) != now[k]]
+        if changed:
+            raise InputError(
+                f"{path} holds a run with other settings ({'; '.join(changed[:3])})",
+                "rerun with its settings to finish it, --resume to continue it with these, or --fresh to start over",
+            )
     return state
 
 
@@ -211,9 +284,15 @@ def train(
     console: Console | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``config.model`` on the labelled images of ``source`` and write the best checkpoint to ``out``."""
+    """Train ``config.model`` on the labelled images of ``source`` and write the best checkpoint to ``out``.
+
+    ``on_epoch(stats, best_epoch, resumed)`` is called as each epoch ends (its checkpoints written), and
+    first for the epochs of a resumed run (``resumed=True``); without it each epoch is one ``log`` line.
+    """
     cfg = config or TrainConfig()
+    cfg = replace(cfg, augment=check_augment(cfg.augment))
     say = log or (lambda _m: None)
     out_path = Path(out)
     if cfg.epochs < 1 or cfg.batch_size < 1 or not (0.0 < cfg.val_share < 1.0) or cfg.lr <= 0:
@@ -224,7 +303,7 @@ def train(
         raise InputError(f"{source} has no labelled training images", "use class subfolders of images")
     class_names = list(found.class_names)
     _check_classes(items, class_names)
-    resume_state = _read_resume(last_path(out_path)) if cfg.resume else None
+    resume_state = _read_resume(last_path(out_path), cfg)
 
     tree: Hierarchy | None = None
     embed_matrix: torch.Tensor | None = None
@@ -240,14 +319,15 @@ def train(
     if backbone.classifier is None:
         raise InputError(f"backbone {cfg.model} has no classifier to train", "pick a network, e.g. resnet18")
     if resume_state is not None:
+        fresh = "pass --fresh to start over" if cfg.resume is None else "drop --resume"
         if resume_state.get("arch") != backbone.name or resume_state.get("classes") != class_names:
             raise InputError(
                 f"{last_path(out_path)} was trained as {resume_state.get('arch')} on other classes",
-                "resume with the same --model and dataset, or drop --resume",
+                f"resume with the same --model and dataset, or {fresh}",
             )
         missing, unexpected = _net_state_keys(backbone, resume_state["state_dict"])
         if missing or unexpected:
-            raise InputError(f"{last_path(out_path)} does not fit {backbone.name}", "drop --resume")
+            raise InputError(f"{last_path(out_path)} does not fit {backbone.name}", fresh)
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -272,8 +352,9 @@ def train(
         "persistent_workers": workers > 0,
     }
     gen = torch.Generator().manual_seed(cfg.seed)
+    augment = TrainAugment(backbone.image_size, cfg.augment)
     train_loader = DataLoader(
-        ImageDataset([paths[i] for i in train_idx], TrainAugment(backbone.image_size), None),
+        ImageDataset([paths[i] for i in train_idx], augment, None),
         shuffle=True,
         drop_last=len(train_idx) > cfg.batch_size,
         generator=gen,
@@ -303,13 +384,32 @@ def train(
         start_epoch = int(resume_state["epoch"])
         best_acc, best_epoch = float(resume_state["best_val_acc"]), int(resume_state["best_epoch"])
         history = [EpochStats(**h) for h in resume_state.get("history", [])]
-        say(f"resuming after epoch {start_epoch} (best validation accuracy {best_acc:.4f} at epoch {best_epoch})")
+        if best_epoch == start_epoch:  # a kill may have come between writing <out>.last and <out>: redo <out>
+            _save_atomic(_best_of(resume_state), out_path)
+        say(
+            f"resuming from {last_path(out_path)} after epoch {start_epoch} of {cfg.epochs} (best validation "
+            f"accuracy {best_acc:.4f} at epoch {best_epoch}); --fresh starts over"
+        )
+        if on_epoch is not None:
+            running = -1.0, 0
+            for h in history:
+                running = max(running, (h.val_acc, -h.epoch))
+                on_epoch(h, -running[1], True)
+    else:
+        say(
+            f"training {backbone.name} on {train_idx.size} images of {len(class_names)} classes "
+            f"({val_idx.size} for validation), augmentation: {augment.augment}, device {device}"
+        )
     if start_epoch >= cfg.epochs:
-        say(f"already trained for {start_epoch} epochs (--epochs {cfg.epochs})")
+        say(f"already trained for {start_epoch} epochs (--epochs {cfg.epochs}); --fresh starts over")
     target = embed_matrix.to(device) if embed_matrix is not None else None
     skipped: dict[str, str] = {}
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        # Each epoch's shuffle and augmentation follow from (seed, epoch) alone, so a resumed run trains as an
+        # uninterrupted one would (exactly so in the main process, --workers 0).
+        gen.manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
         net.train()
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
@@ -353,17 +453,24 @@ def train(
             lr=float(scheduler.get_last_lr()[0]),
         )
         history.append(stats)
-        say(
-            f"epoch {epoch}: loss {stats.train_loss:.4f}, train acc {stats.train_acc:.4f}, "
-            f"val acc {val_acc:.4f}, {stats.images_per_s:,.0f} images/s"
-        )
         state = _checkpoint(backbone, net, class_names, cfg, epoch, optimizer, scheduler, history, embed_matrix)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
         state["best_val_acc"], state["best_epoch"] = best_acc, best_epoch
-        if best_epoch == epoch:
-            _save_atomic({k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}, out_path)
+        # <out>.last first: a kill before <out> is written is repaired on resume (see _best_of)
         _save_atomic(state, last_path(out_path))
+        if best_epoch == epoch:
+            fault("after-train-last")
+            _save_atomic(_best_of(state), out_path)
+        if on_epoch is not None:
+            on_epoch(stats, best_epoch, False)
+        else:
+            say(
+                f"epoch {epoch}/{cfg.epochs}: loss {stats.train_loss:.4f}, train acc {stats.train_acc:.4f}, "
+                f"val acc {val_acc:.4f}, {stats.images_per_s:,.0f} images/s, {stats.seconds:.1f} s"
+                + (" (best)" if best_epoch == epoch else "")
+            )
+        fault("after-train-epoch")
     return TrainResult(
         checkpoint=out_path,
         last_checkpoint=last_path(out_path),
@@ -373,7 +480,14 @@ def train(
         history=history,
         skipped=sorted(skipped.items()),
         device=str(device),
+        resumed_after=start_epoch,
+        augment=augment.augment,
     )
+
+
+def _best_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The best-epoch checkpoint ``<out>``: the epoch's state without the optimizer and the scheduler."""
+    return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
 
 
 def _loss_and_prediction(

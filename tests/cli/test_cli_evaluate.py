@@ -21,6 +21,7 @@ from tests.conftest import gaussian_classes
 runner = CliRunner()
 CENTRES = np.array([[0.0, 0.0], [1.0, 0.0], [7.0, 7.0], [7.6, 7.0], [3.0, -9.0]])
 FIVE = ["euclidean", "cosine", "hierarchy-only", "overlap", "ward"]
+RAW = ["cosine-raw", "euclidean-raw"]
 
 
 def run(*args: str) -> tuple[int, Any, Any]:
@@ -53,9 +54,9 @@ def test_eval_json_shape_leave_one_out(files: dict[str, Path]) -> None:
         "eval", "--db", files["npz"], "--db-split", "test", "--k", "1,5,10", "--mahp-k", "5", "--hdist-k", "5", "--json"
     )
     assert code == 0, result.output
-    assert data["protocol"] == "leave-one-out"
+    assert data["protocol"] == data["ranking"] == "leave-one-out"  # the test split; fitted on the train split
     assert data["queries"] == data["database"] == 30
-    assert list(data["methods"]) == FIVE  # 'given' needs --taxonomy
+    assert list(data["methods"]) == RAW + FIVE  # 'given' needs --taxonomy
     for row in data["methods"].values():
         assert set(row) == {"map@1", "map@5", "map@10", "map@r", "p@1", "mahp@5", "hdist@5", "severity"}
         assert all(v is None or 0.0 <= v <= 10 for v in row.values())
@@ -66,6 +67,7 @@ def test_eval_json_shape_leave_one_out(files: dict[str, Path]) -> None:
     assert p["a"] == "overlap" and p["b"] == "cosine" and p["n"] == 30
     assert p["diff"] == pytest.approx(data["methods"]["overlap"]["map@10"] - data["methods"]["cosine"]["map@10"])
     assert data["settings"]["overlap"]["alpha"] == 3.0 and data["settings"]["overlap"]["threshold"] == 0.3
+    assert any("(k − 1)/k" in n for n in data["notes"]) and isinstance(data["warnings"], list)
 
 
 def test_eval_queries_against_database_with_taxonomy_and_plot(files: dict[str, Path], tmp_path: Path) -> None:
@@ -81,7 +83,7 @@ def test_eval_queries_against_database_with_taxonomy_and_plot(files: dict[str, P
     assert code == 0, result.output
     assert data["protocol"] == "queries-vs-database"
     assert (data["queries"], data["database"]) == (30, 120)
-    assert list(data["methods"]) == [*FIVE, "given"]
+    assert list(data["methods"]) == [*RAW, *FIVE, "given"]
     assert data["scored_by"].startswith("taxonomy tax.txt")
     assert data["settings"]["ward"]["alpha"] == 0.5 and data["settings"]["given"]["alpha"] == 2.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -101,9 +103,10 @@ def test_eval_tune_chooses_on_training_items(files: dict[str, Path]) -> None:
     )  # fmt: skip
     assert code == 0, result.output
     tuning = data["tuning"]["overlap"]
-    assert tuning["protocol"] == "loo"  # the evaluation is leave-one-out, so is the validation
+    assert tuning["protocol"] == "split"  # as tune and ingest --tune
     assert tuning["fit_size"] + tuning["val_size"] == 120  # the train split, not the 30 test queries
-    assert len(tuning["grid"]) == 4
+    assert {g["pca"] for g in tuning["grid"]} <= {0.95, 0.99, "all"} and tuning["best_pca"] in (0.95, 0.99, "all")
+    assert len(tuning["grid"]) >= 4
     assert data["settings"]["overlap"]["alpha"] == tuning["best_alpha"]
     assert data["settings"]["overlap"]["threshold"] == tuning["best_threshold"]
 
@@ -121,13 +124,19 @@ def test_eval_through_a_collection_matches_numpy(files: dict[str, Path], tmp_pat
     create_collection(engine, "pics", model)
     upsert_points(engine, "pics", model, data_set.features, data_set.paths, labels=data_set.labels)
     engine.close()
-    common = ["--methods", "cosine,hierarchy-only,overlap", "--k", "1,5,10", "--json"]
+    # The same (leaky) leave-one-out on both paths: the same rankings, so the same scores.
+    common = ["--methods", "cosine,hierarchy-only,overlap", "--k", "1,5,10", "--protocol", "loo-leaky",
+              "--leaf-from", "predicted", "--json"]  # fmt: skip
     code, via_engine, result = run("eval", "--db", "pics", "--data-dir", store, *common)
     assert code == 0, result.output
     code, via_numpy, result = run("eval", "--db", files["npz"], "--db-split", "train", *common)
     assert code == 0, result.output
     assert via_engine["path"] == "engine" and via_numpy["path"] == "numpy"
-    assert via_engine["protocol"] == via_numpy["protocol"] == "leave-one-out"
+    assert via_engine["protocol"] == via_numpy["protocol"] == "loo-leaky"
+    assert via_engine["ranking"] == via_numpy["ranking"] == "leave-one-out"
+    assert any("loo-leaky" in w for w in via_engine["warnings"]) and any(
+        "loo-leaky" in w for w in via_numpy["warnings"]
+    )
     for name, row in via_numpy["methods"].items():
         for key, value in row.items():
             assert via_engine["methods"][name][key] == pytest.approx(value, nan_ok=True), (name, key)
@@ -153,7 +162,9 @@ def test_eval_perturbs_query_images_with_a_fixed_seed(tmp_path: Path) -> None:
     code, first, result = run(*args)
     assert code == 0, result.output
     assert first["perturb"] == {"queries": "occlusion:2", "database": None, "seed": 7}
-    assert first["protocol"] == "leave-one-out"  # perturbed copies of the database images, own item excluded
+    # Perturbed copies of the database images, own item excluded; the model is fitted on those very
+    # images, so the queries are cross-fitted.
+    assert first["ranking"] == "leave-one-out" and first["protocol"] == "cross-fitting"
     assert list(first["methods"]) == ["cosine", "overlap"] and first["queries"] == 18
 
 
@@ -176,6 +187,10 @@ def test_eval_perturbs_query_images_with_a_fixed_seed(tmp_path: Path) -> None:
         ["--tune", "--alphas", "-1"],
         ["--taxonomy", "missing.txt"],
         ["--max-queries", "0"],
+        ["--folds", "1"],
+        ["--image-size", "0"],
+        ["--tune", "--pcas", "1.5x"],
+        ["--tune", "--pcas", "0"],
     ],
 )
 def test_eval_bad_input_is_one_line_exit_2_nothing_written(
@@ -215,16 +230,17 @@ def test_tune_command_writes_a_model_dir(files: dict[str, Path], tmp_path: Path)
     out = tmp_path / "model"
     code, data, result = run(
         "tune", "--features", files["npz"], "--out", out, "--thresholds", "0.05,0.5", "--alphas", "0.5,2",
-        "--metric", "map@5", "--json",
+        "--pcas", "all", "--metric", "map@5", "--json",
     )  # fmt: skip
     assert code == 0, result.output
-    assert len(data["grid"]) == 4 and data["fit_size"] + data["val_size"] == 120  # the train split
+    assert len(data["grid"]) == 4 + 4 * len(data["widened"]) and data["fit_size"] + data["val_size"] == 120
+    assert data["best_pca"] == "all" and data["best_dims"] == 5 and {g["pca"] for g in data["grid"]} == {"all"}
     model = HierarchyModel.load(out)
     assert model.alpha == data["best_alpha"] and model.threshold == data["best_threshold"]
     assert model.info["tuning"]["metric"] == "map@5"
     code, _, result = run("tune", "--features", files["npz"], "--out", tmp_path / "m2", "--alphas", "1")
     assert code == 0, result.output
-    assert "t \\ α" in result.stdout and "chose t=" in result.stdout
+    assert "t \\ α" in result.stdout and "chose PCA" in result.stdout and ", t=" in result.stdout
 
 
 def test_tune_command_updates_a_collection(files: dict[str, Path], tmp_path: Path) -> None:
@@ -272,3 +288,77 @@ def test_tune_bad_input(files: dict[str, Path], tmp_path: Path, args: list[str])
     assert code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# progress, warnings and notes, --image-size, one tuning routine
+
+
+def test_eval_json_keeps_stdout_one_document_and_reports_progress_on_stderr(files: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["eval", "--db", str(files["npz"]), "--db-split", "train", "--methods",
+                                 "cosine-raw,cosine,overlap", "--k", "1,5", "--folds", "3", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert data["protocol"] == "cross-fitting" and data["cross_fitting"]["folds"] == 3
+    err = result.stderr
+    assert "read 150 items" in err and "fitting PCA" in err and "cross-fitting fold 3/3" in err
+    assert "ranking fold 1/3" in err and "ranking by the raw features" in err
+    assert len(err.strip().splitlines()) < 20  # off a terminal: a few plain lines, no bar redraws
+    quiet = runner.invoke(
+        app, ["eval", "--db", str(files["npz"]), "--methods", "cosine", "--k", "1", "--json", "--quiet"]
+    )
+    assert quiet.exit_code == 0 and quiet.stderr.strip() == ""
+
+
+def test_eval_table_prints_warnings_and_the_mahp_footnote(files: dict[str, Path]) -> None:
+    code, _, result = run("eval", "--db", files["npz"], "--db-split", "train", "--methods", "cosine,overlap",
+                          "--k", "1", "--mahp-k", "5", "--threshold", "0.99", "--protocol", "loo-leaky")  # fmt: skip
+    assert code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert out.startswith("loo-leaky:")
+    assert "warning: --protocol loo-leaky" in out and "warning: the overlap tree is flat (height 1) at t = 0.99" in out
+    assert "note: mahp@k keeps Barz & Denzler's normalisation" in out and "0.8000 at k = 5" in out
+
+
+def test_eval_image_size_embeds_at_that_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hierqdrant.vision as vision
+
+    folder = _images(tmp_path / "imgs")
+    sizes: list[int | None] = []
+    real = vision.load_backbone
+
+    def spy(name: str, weights: str | None = None, **kwargs: Any) -> Any:
+        sizes.append(kwargs.get("image_size"))
+        backbone = real(name, weights, **kwargs)
+        sizes.append(backbone.feature_dim)
+        return backbone
+
+    monkeypatch.setattr(vision, "load_backbone", spy)
+    code, data, result = run("eval", "--db", folder, "--model", "pixels", "--methods", "cosine,overlap", "--k", "1",
+                             "--workers", "0", "--device", "cpu", "--image-size", "4", "--json")  # fmt: skip
+    assert code == 0, result.output
+    assert sizes == [4, 16] and data["queries"] == 18  # 4 × 4 grayscale pixels
+
+
+def test_ingest_tune_eval_tune_and_tune_reach_the_same_optimum(files: dict[str, Path], tmp_path: Path) -> None:
+    """One tuning routine: on the same training items with the same settings, ingest --tune, eval --tune
+    (held-out queries, so the model is fitted on the train split, as ingest fits its labelled non-test
+    images) and tune choose the same PCA, t and α."""
+    store = tmp_path / "store"
+    code, _, result = run("ingest", files["npz"], "--collection", "tuned", "--tune", "--data-dir", store, "--json")
+    assert code == 0, result.output
+    engine = EdgeEngine(store)
+    stored, _ = read_collection_model(engine, "tuned")
+    engine.close()
+    by_ingest = stored.info["tuning"]
+    code, data, result = run("eval", "--db", files["npz"], "--db-split", "train", "--queries", files["npz"],
+                             "--query-split", "test", "--methods", "cosine,overlap", "--k", "1", "--tune",
+                             "--json")  # fmt: skip
+    assert code == 0, result.output
+    by_eval = data["tuning"]["overlap"]
+    code, by_tune, result = run("tune", "--features", files["npz"], "--out", tmp_path / "m", "--json")
+    assert code == 0, result.output
+    chosen = [(r["best_pca"], r["best_threshold"], r["best_alpha"]) for r in (by_ingest, by_eval, by_tune)]
+    assert chosen[0] == chosen[1] == chosen[2], chosen
+    assert by_ingest["best_score"] == by_eval["best_score"] == by_tune["best_score"]
+    assert stored.model_id == by_eval["model_id"] or stored.dims == by_eval["best_dims"]

@@ -88,3 +88,66 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, five_class
 def test_version_and_help() -> None:
     assert runner.invoke(app, ["--version"]).stdout.startswith("hierqdrant ")
     assert "hierarchy" in runner.invoke(app, ["--help"]).stdout
+
+
+def _build_killed(args: list[str], boundary: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from hierqdrant.core.faults import FAULT_ENV, FAULT_EXIT
+
+    env = {**os.environ, FAULT_ENV: boundary}
+    done = subprocess.run([sys.executable, "-m", "hierqdrant", *args], env=env, capture_output=True, timeout=300)
+    assert done.returncode == FAULT_EXIT, done.stderr.decode()
+
+
+def test_a_build_killed_between_its_files_is_finished_by_the_same_command(tmp_path, five_classes) -> None:
+    """Issue 12 (resume from every point): each model file is replaced atomically, the manifest last. A kill
+    between the two leaves no half-written file; what is there is refused with a one-line hint, and the same
+    command run again finishes — over a first build (new arrays beside the old manifest) or in a new folder."""
+    feats = _features(tmp_path, five_classes)
+    out = tmp_path / "model"
+    build = ["hierarchy", "build", "--features", feats, "--out", str(out), "--json"]
+    first = runner.invoke(app, [*build, "--pca", "2"])  # other arrays than the rebuild's (3 dims)
+    assert first.exit_code == 0, first.output
+    for folder, args in ((out, build), (tmp_path / "fresh", [*build[:-2], str(tmp_path / "fresh"), "--json"])):
+        _build_killed(args, "after-model-arrays:1")
+        assert not list(folder.glob(".*.tmp-*"))  # the temporary file of each write became the file
+        shown = runner.invoke(app, ["hierarchy", "show", str(folder)])
+        assert shown.exit_code == 2
+        line = shown.stderr.strip()
+        assert "\n" not in line and ("does not match its manifest" in line or "is missing model.json" in line), line
+        assert "hierqdrant hierarchy build" in line
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        summary = json.loads(again.stdout)
+        assert runner.invoke(app, ["hierarchy", "show", str(folder), "--json"]).exit_code == 0
+        assert summary["model_id"] != json.loads(first.stdout)["model_id"] and summary["pca_dims"] == 3
+
+
+def test_build_reports_its_phases_on_stderr_and_warns(tmp_path, five_classes) -> None:
+    """Issue 11: a line per phase on stderr, also under --json (stdout: one JSON document); the model's
+    warnings (here: 1 PCA dim for 5 classes) in the JSON, in yellow on stderr, and under the human summary."""
+    from tests.schema_check import check
+
+    feats = _features(tmp_path, five_classes)
+    args = ["hierarchy", "build", "-f", feats, "-o", str(tmp_path / "m"), "--pca", "1"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()
+    summary = json.loads(line)
+    check(summary, "cli/hierarchy-build")
+    (narrow,) = [w for w in summary["warnings"] if w.startswith("PCA keeps 1 dimensions for 5 classes")]
+    err = result.stderr.strip().splitlines()
+    assert err[0] == f"read 750 × 6 features of 5 classes from {feats}"
+    assert err[1].startswith("fitting PCA (1 dim), 5 class Gaussians and the overlap tree on 750 items of 6 dims")
+    assert err[2].startswith("fitted in ") and err[2].endswith(f"1 PCA dims ({summary['explained_variance']:.1%} "
+                                                                f"of the variance), tree height {summary['height']}")
+    assert f"warning: {narrow}" in err
+    quiet = runner.invoke(app, [*args, "--json", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and json.loads(quiet.stdout)["warnings"] == summary["warnings"]
+    human = runner.invoke(app, args)
+    assert human.exit_code == 0 and "warning: PCA keeps 1 dimensions" in human.stdout
+    fine = runner.invoke(app, ["hierarchy", "build", "-f", feats, "-o", str(tmp_path / "m2"), "--pca", "all", "--json"])
+    assert json.loads(fine.stdout)["warnings"] == [] and "warning" not in fine.stderr

@@ -145,7 +145,7 @@ def test_query_with_other_dimensions_and_mismatched_backbone_are_refused(tmp_pat
     np.savez(tmp_path / "q.npz", features=np.ones((2, 5)))
     code, _, text = invoke("query", str(tmp_path / "q.npz"), "-c", "pics", "--data-dir", str(store))
     assert code == 2 and "dims" in text and "Traceback" not in text
-    code, _, text = invoke(*ingest_args(src, store)[:-1], "--model", "cifar_resnet20")
+    code, _, text = invoke(*ingest_args(src, store)[:-1], "--model", "cifar_resnet20", "--weights", "random")
     assert code == 2 and "embedded with pixels" in text
     _, info, _ = invoke("info", "--data-dir", str(store), "--json")
     assert info is not None and info["collections"][0]["points"] == first["ingested"]
@@ -197,7 +197,7 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
 def test_resume_after_sigkill(tmp_path: Path, store: Path) -> None:
     src = make_folder(tmp_path / "imgs", classes=3, per_class=200, size=32)
     args = [sys.executable, "-m", "hierqdrant", *ingest_args(src, store)]
-    args[args.index("pixels")] = "cifar_resnet20"
+    args[args.index("pixels") : args.index("pixels") + 1] = ["cifar_resnet20", "--weights", "random"]
     args = [a for a in args if a not in ("--image-size", "8")]
     env = {**os.environ, "HIERQDRANT_CACHE_FLUSH_ROWS": "16"}
     args[args.index("--json") :] = ["--json", "--batch-size", "16"]

@@ -81,7 +81,7 @@ def test_vocabularies_match_the_library() -> None:
     from hierqdrant.core.build import BUILDERS
     from hierqdrant.core.gaussian import ESTIMATORS
     from hierqdrant.core.hierarchy import JSON_FORMAT
-    from hierqdrant.core.settings import LeafFrom
+    from hierqdrant.core.settings import LeafFrom, QueryClassifier
     from hierqdrant.store.collection import DEFAULT_PAYLOAD_KEY, INFO_FORMAT
     from hierqdrant.store.engines import EdgeEngine, QdrantEngine
     from hierqdrant.store.search import Strategy
@@ -91,6 +91,7 @@ def test_vocabularies_match_the_library() -> None:
     assert defs["covariance"]["enum"] == list(ESTIMATORS)
     assert defs["strategy"]["enum"] == list(typing.get_args(Strategy))
     assert defs["leafFrom"]["enum"] == list(typing.get_args(LeafFrom))
+    assert defs["queryClassifier"]["enum"] == list(typing.get_args(QueryClassifier))
     assert set(defs["engineKind"]["enum"]) == {EdgeEngine.kind, QdrantEngine.kind}
     assert load(SCHEMAS_DIR / "model-info.v1.schema.json")["properties"]["format"]["const"] == INFO_FORMAT
     assert load(SCHEMAS_DIR / "hierarchy.v1.schema.json")["properties"]["format"]["const"] == JSON_FORMAT
@@ -247,7 +248,11 @@ def test_json_hierarchy_build(world: World) -> None:
         out = cli_json("hierarchy", "build", "-f", world.npz, "-o", world.root / f"m-{builder}", "--builder", builder,
                        "--json")  # fmt: skip
         assert out["builder"] == builder
+        assert (out["query_classifier"], out["leaf_from"]) == ("tied", "label")
         check(out, "cli/hierarchy-build")
+    paper = cli_json("hierarchy", "build", "-f", world.npz, "-o", world.root / "m-paper", "--paper", "--json")
+    assert (paper["query_classifier"], paper["leaf_from"]) == ("mahalanobis", "predicted")
+    check(paper, "cli/hierarchy-build")
 
 
 def test_json_hierarchy_show(world: World) -> None:
@@ -303,14 +308,55 @@ def test_json_tune(world: World) -> None:
 
 
 def test_json_train(world: World) -> None:
-    out = cli_json("train", world.images, "-o", world.root / "c.pt", "--model", "cifar_resnet20", "--epochs", "1",
-                   "--batch-size", "8", "--image-size", "16", *EMBED, "--json")  # fmt: skip
+    out = cli_json("train", world.images, "-o", world.root / "c.pt", "--model", "cifar_resnet20", "--weights", "random",
+                   "--epochs", "1", "--batch-size", "8", "--image-size", "16", *EMBED, "--json")  # fmt: skip
     check(out, "cli/train")
 
 
 def test_json_demo(tmp_path: Path) -> None:
     out = cli_json("demo", "--workdir", tmp_path / "digits", "--data-dir", tmp_path / "store", "--json")
     check(out, "cli/demo")
+
+
+@pytest.fixture(scope="module")
+def app_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An application's collection (named vectors, its own payload) on the embedded engine."""
+    from hierqdrant.store.engines import EdgeEngine
+    from tests.store import application
+
+    store = tmp_path_factory.mktemp("app")
+    engine = EdgeEngine(store)
+    application.build(engine, "shop", application.make_points(60, seed=0, no_image_every=20))
+    engine.close()
+    return store
+
+
+def test_json_attach(app_store: Path) -> None:
+    at = ["--data-dir", app_store, "--json"]
+    dry = cli_json("attach", "shop", "--vector", "image", "--label-key", "category", "--dry-run", *at)
+    assert dry["dry_run"] and dry["state"] is None
+    first = cli_json("attach", "shop", "--vector", "image", "--label-key", "category", "-t", "0.2", *at)
+    assert first["mode"] == "attach" and first["without_vector"] == 3
+    update = cli_json("attach", "shop", "--update", *at)
+    refit = cli_json("attach", "shop", "--refit", "--alpha", "2", *at)
+    assert refit["previous_model_id"] == first["model_id"] != refit["model_id"]
+    for out in (dry, first, update, refit):
+        check(out, "cli/attach")
+    listed = cli_json("info", *at)  # an attached collection is listed (its dims: the attached vector's)
+    check(listed, "cli/info")
+    assert [(c["collection"], c["dims"], c["model_id"]) for c in listed["collections"]] == [
+        ("shop", 16, refit["model_id"])
+    ]
+
+
+def test_json_detach(app_store: Path) -> None:
+    at = ["--data-dir", app_store, "--json"]
+    cli_json("attach", "shop", "--vector", "image", "--label-key", "category", *at)
+    dry = cli_json("detach", "shop", "--dry-run", *at)
+    gone = cli_json("detach", "shop", *at)
+    assert dry["points"] == gone["points"] == 57 and gone["indexes"] == ["hq.ancestors", "hq.leaf", "hq.model"]
+    for out in (dry, gone):
+        check(out, "cli/detach")
 
 
 # ---------------------------------------------------------------------------------------------------------

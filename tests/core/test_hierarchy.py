@@ -153,3 +153,61 @@ def test_rich_tree_shows_class_names(unbalanced: Hierarchy) -> None:
     text = console.export_text()
     for name in "abcde":
         assert name in text
+
+
+@pytest.mark.parametrize(
+    ("text", "offset", "token", "near"),
+    [
+        ("((a(b),c)x,d)r;", 3, "unexpected '(' after the name 'a'", '"((a^(b),c)x,d)r;"'),
+        ("((a,b),c", 8, "the text ends inside the group '(' opened at offset 0", '"((a,b),c^"'),
+        ("(a,b;", 4, "';' comes inside the group", '"(a,b^;"'),
+        ("(a,b));", 5, "unmatched ')'", '"(a,b)^);"'),
+        ("(a,,b);", 3, "a leaf without a name", '"(a,^,b);"'),
+        ("'sea lion,seal);", 0, "unclosed quote", "^'sea lion"),
+        ("(a,b)r;(c,d);", 7, "text after the tree's final ';'", '"(a,b)r;^(c,d);"'),
+        ("(a:x,b);", 3, "branch length 'x' is not a number", '"(a:^x,b);"'),
+        ("(a,b)r,c;", 6, "',' outside any group", '"(a,b)r^,c;"'),
+        ("(a[x,b);", 2, "unclosed comment '['", '"(a^[x,b);"'),
+        ("(a,a);", 3, "leaf 'a' appears twice (first at offset 1)", '"(a,^a);"'),
+    ],
+)
+def test_newick_errors_point_at_the_spot(text: str, offset: int, token: str, near: str) -> None:
+    with pytest.raises(InputError) as err:
+        Hierarchy.from_newick(text)
+    msg = str(err.value)
+    assert msg.startswith(f"Newick error at offset {offset}: {token}"), msg
+    assert near in msg and "\n" not in msg and " — " in msg  # one line: problem, excerpt, fix
+
+
+def test_newick_errors_in_multi_line_text_give_line_and_column(tmp_path) -> None:
+    text = "((cat,dog)pets,\n  sea lion(adult),fox)root;\n"
+    with pytest.raises(InputError) as err:
+        Hierarchy.from_newick(text)
+    msg = str(err.value)
+    assert "at offset 26 (line 2, column 11): unexpected '(' after the name 'sea lion'" in msg
+    assert 'near "…cat,dog)pets,   sea lion^(adult),fox)root; "' in msg and "\n" not in msg
+    assert "quote names that contain ( ) , : ; with single quotes" in msg
+    (tmp_path / "tax.nwk").write_text(text)
+    with pytest.raises(InputError, match=r"^tax\.nwk: Newick error at offset 26 \(line 2, column 11\)"):
+        Hierarchy.read(tmp_path / "tax.nwk")
+    with pytest.raises(InputError, match="line 2, column 1\\): unexpected name 'lion'"):
+        Hierarchy.from_newick("(sea\nlion,b);")
+    with pytest.raises(InputError, match="the text is empty —"):
+        Hierarchy.from_newick("  \n")
+
+
+def test_newick_leaves_checked_against_class_names() -> None:
+    with pytest.raises(InputError, match=r"offset 4: leaf 'e' is not a class \(nor are \['c'\]\)"):
+        Hierarchy.from_newick("((a,e)x,c);", class_names=["a", "b", "d"])
+    with pytest.raises(InputError, match=r"4 classes, missing \['d'\]"):
+        Hierarchy.from_newick("((a,b)x,c);", class_names=["a", "b", "c", "d"])
+
+
+def test_newick_lengths_comments_and_escaped_quotes() -> None:
+    tree = Hierarchy.from_newick("(('sea lion':0.5,'o''neil':1e-1)[&comment]pinniped:2,cat)root;")
+    assert tree.class_names == ["sea lion", "o'neil", "cat"]
+    assert tree.node_names[3:] == ["pinniped", "root"]
+    back = Hierarchy.from_newick(tree.to_newick(), class_names=tree.class_names)
+    np.testing.assert_array_equal(back.lca_height_matrix(), tree.lca_height_matrix())
+    assert "'o''neil'" in tree.to_newick()
+    assert Hierarchy.from_newick("(a,b)").class_names == ["a", "b"]  # the final ';' may be left out

@@ -133,3 +133,36 @@ def test_refit_tree_keeps_pca_and_gaussians(model: HierarchyModel, five_classes)
     assert same.model_id == model.model_id
     ward = model.refit_tree(x, y, builder="ward", projected=False)
     assert ward.builder == "ward" and ward.threshold is None and ward.hierarchy.num_nodes == 9
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        np.ones((40, 6)),  # every image the same vector
+        np.zeros((40, 6)),
+        np.tile(np.random.default_rng(0).random((1, 512)).astype(np.float32), (40, 1)),  # a constant extractor
+    ],
+)
+def test_features_without_variance_are_refused_at_fit(features: np.ndarray) -> None:
+    """Issue 12 (7): constant features used to fit (and ingest with exit 0) with every stored vector zero."""
+    labels = np.repeat([0, 1], 20)
+    with pytest.raises(InputError) as err:
+        HierarchyModel.fit(features, labels)
+    assert str(err.value) == (
+        "the features have zero variance after centring: all 40 images give the same vector — check the backbone "
+        "and its weights (or the features file): a constant extractor cannot be indexed"
+    )
+
+
+def test_a_small_but_real_spread_still_fits() -> None:
+    rng = np.random.default_rng(1)
+    x = 1000.0 + 0.1 * rng.standard_normal((40, 6))  # a spread of 1e-4 of the size, far from the origin: real
+    model = HierarchyModel.fit(x, np.repeat([0, 1], 20), threshold=0.3)
+    assert not model.zero_rows(model.transform(x)).any()
+
+
+def test_zero_rows_marks_queries_at_the_mean(model: HierarchyModel, five_classes) -> None:
+    x, _ = five_classes
+    mean = model.projection.mean
+    rows = np.vstack([x[:3], mean, mean.astype(np.float32)])  # the mean, also as float32 features round it
+    assert model.zero_rows(model.transform(rows)).tolist() == [False, False, False, True, True]

@@ -140,13 +140,9 @@ def test_hierarchical_precision_and_mahp_by_hand() -> None:
     # q0: (23/6 − 3/4)/5 = 37/60;  q1: (3 − 3/4)/5 = 9/20
     per = m.mahp_at_k_per_query(retrieved, labels, LCA, H, counts, 5, self_in_db=True)
     assert per.tolist() == [approx(37 / 60), approx(9 / 20)]
-    assert m.mahp_at_k(retrieved, labels, LCA, H, counts, 5, self_in_db=True) == approx(
-        (37 / 60 + 9 / 20) / 2
-    )
+    assert m.mahp_at_k(retrieved, labels, LCA, H, counts, 5, self_in_db=True) == approx((37 / 60 + 9 / 20) / 2)
     # AHP@3 of q0 = (.5 + 1/3 + 1 − (.5 + 1)/2)/3 = 13/36
-    assert m.mahp_at_k_per_query(retrieved[:1], labels[:1], LCA, H, counts, 3, self_in_db=True)[0] == approx(
-        13 / 36
-    )
+    assert m.mahp_at_k_per_query(retrieved[:1], labels[:1], LCA, H, counts, 3, self_in_db=True)[0] == approx(13 / 36)
 
 
 def test_mahp_without_leave_one_out_uses_full_counts() -> None:
@@ -170,9 +166,7 @@ def test_perfect_ranking_has_hp_one_and_mahp_k_minus_one_over_k() -> None:
 def test_hp_is_one_when_nothing_similar_exists() -> None:
     # Flat tree (H = 1): other classes have s = 0; class 1's only member is the query → best sum 0.
     flat = 1 - np.eye(3, dtype=int)
-    hp = m.hierarchical_precision(
-        np.array([[0, 2, 0]]), np.array([1]), flat, 1, [2, 1, 1], 3, self_in_db=True
-    )
+    hp = m.hierarchical_precision(np.array([[0, 2, 0]]), np.array([1]), flat, 1, [2, 1, 1], 3, self_in_db=True)
     np.testing.assert_allclose(hp, 1.0)
 
 
@@ -317,6 +311,4 @@ def test_matches_naive_reference_on_random_rankings() -> None:
     labels = db[queries]
     assert m.map_at_k(retrieved, labels, k) == approx(float(np.mean(ref["map"])))
     assert m.map_at_r(retrieved, labels, counts, self_in_db=True) == approx(float(np.mean(ref["mapr"])))
-    assert m.mahp_at_k(retrieved, labels, LCA, H, counts, k, self_in_db=True) == approx(
-        float(np.mean(ref["ahp"]))
-    )
+    assert m.mahp_at_k(retrieved, labels, LCA, H, counts, k, self_in_db=True) == approx(float(np.mean(ref["ahp"])))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,7 @@ from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.items import Items
 from hierqdrant.evaluation.ranking import evaluate_arrays
 from hierqdrant.evaluation.tuning import TuneSettings, prepare_methods, tune
+from hierqdrant.evaluation.tuning import tune as tune_function
 from tests.conftest import gaussian_classes
 
 CENTRES = np.array([[0.0, 0.0], [0.9, 0.0], [7.0, 7.0], [7.7, 7.0], [3.0, -9.0]])
@@ -24,7 +28,7 @@ def train() -> tuple[np.ndarray, np.ndarray]:
 
 def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
-    grids = TuneSettings(thresholds=[0.05, 0.3, 0.9], alphas=[0.0, 0.5, 2.0])
+    grids = TuneSettings(thresholds=[0.05, 0.3, 0.9], alphas=[0.0, 0.5, 2.0], pcas=[None], widen=False)
     result = tune(x, y, [f"c{i}" for i in range(5)], settings=grids)
     assert len(result.rows) == 9
     scores = [r.score for r in result.rows]
@@ -45,12 +49,12 @@ def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, n
 
 def test_tune_is_deterministic_and_the_seed_matters(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
-    settings = TuneSettings(thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=1, protocol="loo")
+    settings = TuneSettings(thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=1, protocol="loo", pcas=[0.95, None])
     a = tune(x, y, settings=settings)
     b = tune(x, y, settings=settings)
     assert [r.score for r in a.rows] == [r.score for r in b.rows]
     assert a.model.model_id == b.model.model_id
-    c = tune(x, y, settings=TuneSettings(thresholds=[0.1, 0.5], alphas=[0.5, 2.0], seed=2, protocol="loo"))
+    c = tune(x, y, settings=replace(settings, seed=2))
     assert [r.score for r in a.rows] != [r.score for r in c.rows]
 
 
@@ -64,10 +68,35 @@ def test_tune_on_a_base_model_keeps_its_pca(train: tuple[np.ndarray, np.ndarray]
     assert result.model.alpha == 1.0
 
 
+def test_tuning_on_a_fixed_pca_refits_the_query_classifier_on_the_fit_part(
+    train: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection's model (PCA kept) was fitted on every training item, validation included: the model
+    that is scored gets Gaussians and a tied classifier fitted on the fit part alone."""
+    import hierqdrant.evaluation.tune_grid as tune_grid
+
+    x, y = train
+    base = HierarchyModel.fit(x, y, threshold=0.3, query_classifier="tied")
+    z = base.transform(x)
+    seen: list[int] = []
+    real = tune_grid.fit_tied
+
+    def spy(points: np.ndarray, labels: np.ndarray, *args: object) -> object:
+        seen.append(points.shape[0])
+        return real(points, labels, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tune_grid, "fit_tied", spy)
+    result = tune(z, y, base_model=base, projected=True, settings=TuneSettings(thresholds=[0.3], alphas=[1.0]))
+    assert seen == [result.fit_size] and result.fit_size < len(y)
+
+
 def test_ward_and_given_tune_alpha_only(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
     ward = tune(
-        x, y, fit=FitSettings(builder="ward"), settings=TuneSettings("map@r", thresholds=[0.1, 0.2], alphas=[0.5, 1.0])
+        x,
+        y,
+        fit=FitSettings(builder="ward"),
+        settings=TuneSettings("map@r", thresholds=[0.1, 0.2], alphas=[0.5, 1.0], pcas=[None], widen=False),
     )
     assert [r.threshold for r in ward.rows] == [None, None]
     assert ward.best_threshold is None and ward.model.builder == "ward"
@@ -130,3 +159,83 @@ def test_eval_tuning_never_sees_the_queries(
     methods, tuned = prepare_methods(["overlap"], base, z, y, alphas={"overlap": 0.25}, tuning=settings)
     assert [r.alpha for r in tuned["overlap"].rows] == [0.25, 0.25]
     assert methods[0].alpha == 0.25
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the PCA grid and widening a grid whose edge wins
+
+
+def test_tune_searches_the_pca_and_fits_the_gaussians_once_per_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve classes apart in 8 quiet dims, one loud dim of noise: 95 % (and 99 %) of the variance is
+    the noise alone, so the search keeps every dim; 0.99 keeps the same one dim as 0.95 and is that space."""
+    from hierqdrant.core.gaussian import Gaussians
+
+    rng = np.random.default_rng(0)
+    centres = np.zeros((12, 9))
+    centres[:, 1:] = rng.standard_normal((12, 8)) * 1.5
+    x, y = gaussian_classes(centres, per_class=30, dims=9, spread=0.5, seed=3)
+    x[:, 0] = rng.standard_normal(x.shape[0]) * 40
+    fits: list[int] = []
+    real = Gaussians.fit.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type, points: np.ndarray, *args: object, **kwargs: object) -> object:
+        fits.append(points.shape[1])
+        return real(cls, points, *args, **kwargs)
+
+    monkeypatch.setattr(Gaussians, "fit", classmethod(spy))
+    result = tune(x, y, settings=TuneSettings(thresholds=[0.1, 0.3], alphas=[0.5, 1.0], widen=False))
+    assert result.pcas == [0.95, 0.99, None]
+    assert result.best_pca is None and result.best_dims == 9
+    assert sorted({(r.pca, r.dims) for r in result.rows}, key=str) == [(0.95, 1), (None, 9)]
+    assert len(result.rows) == 2 * 2 * 2
+    assert fits == [1, 1, 9, 9]  # one fit per PCA value (0.95, 0.99, all), then the final model's
+    assert result.model.dims == 9 and result.to_dict()["best_pca"] == "all"
+    assert not any("PCA keeps" in w for w in result.warnings)  # all dims kept: nothing to warn about PCA
+    assert result.model.info["tuning"]["best_pca"] == "all"
+    pinned = tune(x, y, settings=TuneSettings(thresholds=[0.3], alphas=[1.0], pcas=[0.95]))
+    assert pinned.best_dims == 1 and any("PCA keeps 1 dimensions for 12 classes" in w for w in pinned.warnings)
+
+
+def test_an_edge_that_wins_widens_the_grid_once(train: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = train
+    base = TuneSettings(thresholds=[0.3], pcas=[None])
+    fit = FitSettings(query_classifier="mahalanobis", leaf_from="predicted")  # the paper's leaves
+    tune = partial(tune_function, fit=fit)
+    # α keeps helping: widened to 0.6 and 1.2, still the edge → a warning that says so.
+    r = tune(x, y, settings=replace(base, alphas=[0.0, 0.3]))
+    assert r.widened == ["alpha-high"] and sorted({row.alpha for row in r.rows}) == [0.0, 0.3, 0.6, 1.2]
+    assert r.best_alpha == 1.2
+    assert any("α = 1.2 is the largest value" in w and "widened once" in w for w in r.warnings)
+    # Widened once and the best moves inside: no warning.
+    r = tune(x, y, settings=replace(base, alphas=[0.5, 1.0]))
+    assert r.widened == ["alpha-high"] and r.best_alpha == 2.0
+    assert not any("largest value" in w for w in r.warnings)
+    # A plateau is no edge: α = 10 and 20 rank alike (one level outweighs any cosine), nothing widens.
+    r = tune(x, y, settings=replace(base, alphas=[10.0, 20.0]))
+    assert r.widened == [] and r.best_alpha == 10.0 and r.warnings == []
+    # Without widening the edge is only reported.
+    r = tune(x, y, settings=replace(base, alphas=[0.0, 0.3], widen=False))
+    assert r.widened == [] and len(r.rows) == 2
+    assert any("α = 0.3 is the largest value" in w and "outside the grid" in w for w in r.warnings)
+    # t on its largest value: widened towards 1.
+    r = tune(x, y, settings=replace(base, thresholds=[0.5, 0.9], alphas=[1.0]))
+    assert r.widened == ["t-high"] and sorted({row.threshold for row in r.rows}) == [0.5, 0.9, 0.95, 1.0]
+
+
+def test_widen_extends_each_axis_once_and_stops_at_limits() -> None:
+    from hierqdrant.evaluation.tune_grid import widen
+
+    p, t, a, grown = widen(
+        ["pca-low", "t-low", "alpha-high"], (0.95, 0.01, 5.0), 19, [0.95, None], [0.01, 0.1], [1.0, 5.0], 64
+    )
+    assert p == [0.95, None, 0.9, 0.8] and t == [0.002, 0.005, 0.01, 0.1] and a == [1.0, 5.0, 10.0, 20.0]
+    assert grown == ["t-low", "alpha-high", "pca-low"]
+    p, _, a, grown = widen(["pca-low", "alpha-low"], (16, None, 0.5), 16, [16, 32], [None], [0.5, 1.0], 64)
+    assert p == [16, 32, 8, 4] and a == [0.0, 0.25, 0.5, 1.0]
+    # Limits: t = 1 cannot grow, every dim kept cannot grow, α = 0 cannot shrink.
+    p, t, a, grown = widen(
+        ["t-high", "pca-high", "alpha-low"], (None, 1.0, 0.0), 64, [0.95, None], [0.5, 1.0], [0.0, 1.0], 64
+    )
+    assert grown == [] and p == [0.95, None] and t == [0.5, 1.0] and a == [0.0, 1.0]
+    _, _, _, grown = widen(["pca-high"], (0.99, 0.3, 1.0), 43, [0.95, 0.99], [0.3], [1.0], 64)
+    assert grown == ["pca-high"]

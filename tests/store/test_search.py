@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -369,3 +370,59 @@ def test_one_searcher_shared_by_8_threads(tmp_path: Path, data) -> None:
     assert 1 <= st.rings <= max(1, height) and 0.0 <= st.rings_alone <= 1.0
     assert st.rings > 1  # the fallbacks made it grow, as in the serial run
     assert serial.policy.state().rings > 1
+
+
+@pytest.fixture(scope="module")
+def local_searcher(data) -> HierarchicalSearcher:
+    engine = QdrantEngine(QdrantClient(":memory:"))
+    _fill(engine, "pts", data)
+    return HierarchicalSearcher(engine, "pts")
+
+
+@pytest.mark.parametrize(
+    ("query", "got"),
+    [(None, "NoneType"), ("hello", "str"), (b"\x00", "bytes"), ({"a": 1}, "dict"), (["a", "b"], "list"),
+     ([[1.0, 2.0], [3.0]], "list"), (np.zeros((1, 2, 8)), "an array of shape (1, 2, 8)")],
+)  # fmt: skip
+def test_a_query_that_is_not_a_vector_says_what_a_query_is(local_searcher, query, got) -> None:
+    """Issue 12 (6): search(None) said "contain NaN or inf" and search("hello") raised a bare ValueError."""
+    with pytest.raises(InputError) as err:
+        local_searcher.search(query, 3)
+    assert str(err.value) == (
+        f"query must be a vector of 8 floats (the raw features) or 8 (the projected vector), got {got}"
+    )
+    with pytest.raises(InputError, match=f"^queries must be rows of 8 floats .*, got {re.escape(got)}$"):
+        local_searcher.search_batch(query, 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [2.5, 2.0, True, False, 0, -1, "3", None, np.float64(3)])
+def test_k_must_be_a_whole_number_of_at_least_one(local_searcher, data, k) -> None:
+    """Issue 12 (8): k=2.5 was truncated to 2."""
+    with pytest.raises(InputError, match=r"^k must be a whole number ≥ 1, got .* — e\.g\. k=10$"):
+        local_searcher.search(data["queries"][0], k)
+    with pytest.raises(InputError, match="^hnsw_ef must be a whole number"):
+        local_searcher.search(data["queries"][0], 3, hnsw_ef=k if k not in (None,) else 1.5)
+
+
+def test_integer_k_of_any_kind_is_accepted(local_searcher, data) -> None:
+    q = data["queries"][0]
+    assert len(local_searcher.search(q, np.int64(3))) == len(local_searcher.search(q, 3)) == 3
+    assert len(local_searcher.search(q, 2, hnsw_ef=np.int32(16))) == 2
+
+
+def test_a_query_at_the_models_mean_is_refused_not_answered_with_cosine_zero(local_searcher, data) -> None:
+    """Issue 12 (7): a query that projects to the zero vector has no cosine to anything; the searcher says
+    so (the CLI skips that query with the same reason) instead of ranking by the hierarchy term alone."""
+    mean = data["model"].projection.mean
+    with pytest.raises(InputError) as err:
+        local_searcher.search(mean, 3)
+    assert str(err.value) == (
+        "query rows [0] project to the zero vector (the model's mean feature): their cosine to every point is "
+        "undefined — query with another image; if every image does this, check the extractor and its weights"
+    )
+    with pytest.raises(InputError, match=r"query rows \[1\] project to the zero vector"):
+        local_searcher.search_batch(np.vstack([data["queries"][0], mean]), 3)
+    with pytest.raises(InputError, match="zero vector"):
+        local_searcher.search(np.zeros(8), 3, projected=True)
+    with pytest.raises(InputError, match=r"NaN or inf \(rows \[1\]\)"):
+        local_searcher.search_batch(np.vstack([data["queries"][0], np.full(8, np.nan)]), 3)

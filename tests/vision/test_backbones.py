@@ -22,6 +22,7 @@ from hierqdrant.vision import backbones, torchvision_weights
 from hierqdrant.vision.backbones import available_backbones, backbone_from_description, load_backbone
 from hierqdrant.vision.checkpoints import file_sha256, read_checkpoint
 from hierqdrant.vision.cifar_resnet import CifarResNet, cifar_resnet20, cifar_resnet56
+from hierqdrant.vision.extractor import describe, identity, is_random_init, same_extractor
 from hierqdrant.vision.preprocessing import ImageTransform
 
 
@@ -69,14 +70,14 @@ def test_cifar_resnet_architecture() -> None:
 
 
 def test_cifar_random_init_features_and_determinism() -> None:
-    bb = load_backbone("cifar_resnet20")
+    bb = load_backbone("cifar_resnet20", weights="random")
     assert (bb.feature_dim, bb.image_size, bb.weights_kind, bb.num_classes) == (64, 32, "random", 10)
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         f = bb.module(x)
     assert f.shape == (5, 64)
     assert bb.classifier is not None and bb.logits(x).shape == (5, 10)
-    again = load_backbone("cifar_resnet20")  # fixed seed: same weights
+    again = load_backbone("cifar_resnet20", weights="random")  # fixed seed: same weights
     with torch.no_grad():
         torch.testing.assert_close(again.module(x), f)
     assert not bb.module.training
@@ -154,7 +155,7 @@ def test_pickled_module_is_refused(tmp_path: Path) -> None:
 
 
 def test_torchvision_random_init_cuts_the_final_linear() -> None:
-    bb = load_backbone("resnet18", image_size=64)
+    bb = load_backbone("resnet18", weights="random", image_size=64)
     assert (bb.feature_dim, bb.image_size, bb.num_classes, bb.weights_kind) == (512, 64, 1000, "random")
     assert isinstance(bb.module.fc, torch.nn.Identity)
     torch.manual_seed(backbones.RANDOM_INIT_SEED)
@@ -170,7 +171,7 @@ def test_torchvision_random_init_cuts_the_final_linear() -> None:
 
 def test_image_transform_split_is_exact() -> None:
     """workers: resize + crop to uint8; device: (x / 255 − mean) / std — bit-identical to the whole."""
-    tf = load_backbone("resnet18", image_size=48).transform
+    tf = load_backbone("resnet18", weights="random", image_size=48).transform
     assert isinstance(tf, ImageTransform)
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
@@ -180,7 +181,7 @@ def test_image_transform_split_is_exact() -> None:
 
 
 def test_torchvision_sequential_head() -> None:
-    bb = load_backbone("mobilenet_v3_small", num_classes=4)
+    bb = load_backbone("mobilenet_v3_small", weights="random", num_classes=4)
     assert isinstance(bb.module.get_submodule("classifier.3"), torch.nn.Identity)
     assert bb.feature_dim == 1024 and bb.num_classes == 4 and bb.image_size == 224
     with torch.no_grad():
@@ -218,10 +219,14 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 def test_torchvision_weights_name_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = _offline(monkeypatch, tmp_path)
-    for spec in ("IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "DEFAULT"):
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    for spec in ("IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "DEFAULT", None, "  "):
         with pytest.raises(InputError) as err:
             load_backbone("resnet18", spec)
-        assert "--weights PATH" in str(err.value) and "cannot download" in str(err.value)
+        msg = str(err.value)
+        assert msg.startswith("resnet18's ImageNet weights (IMAGENET1K_V1) are not in the cache") and "\n" not in msg
+        assert f"checkpoints/{cached.name})" in msg and "cannot be downloaded: no network" in msg
+        assert "--weights FILE" in msg and "--weights random" in msg
     assert calls == []
 
 
@@ -235,7 +240,7 @@ def test_torchvision_download_failure(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(torchvision_weights.socket, "create_connection", lambda *a, **k: _Sock())
     with pytest.raises(InputError) as err:
         load_backbone("resnet18", "IMAGENET1K_V1")
-    assert "--weights PATH" in str(err.value) and len(calls) == 1
+    assert "--weights FILE" in str(err.value) and len(calls) == 1
 
 
 def test_torchvision_bad_weights_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -266,6 +271,60 @@ def test_torchvision_weights_from_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp
     again = backbone_from_description(desc)
     with torch.no_grad():
         torch.testing.assert_close(again.module(x), bb.module(x))
+
+
+def test_no_weights_means_the_pretrained_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without weights a torchvision model loads its default ImageNet weights (from the cache, offline);
+    random initialisation happens only when asked for, and its description says so."""
+    _offline(monkeypatch, tmp_path)
+    enum = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    cache = torchvision_weights.cache_file(enum)
+    assert cache == Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    cache.parent.mkdir(parents=True)
+    torch.manual_seed(7)
+    ref = torchvision.models.mobilenet_v3_small().eval()
+    torch.save(ref.state_dict(), cache)
+    bb = load_backbone("mobilenet_v3_small")
+    desc = describe(bb, None)
+    assert (desc["weights"], desc["weights_kind"]) == ("DEFAULT", "torchvision")
+    assert desc["weights_resolved"] == "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+    assert "random_init" not in desc and "seed" not in desc and not is_random_init(desc)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(bb.logits(x), ref(x))
+    rnd = load_backbone("mobilenet_v3_small", " Random ")
+    rdesc = describe(rnd, "random")
+    assert (rdesc["weights"], rdesc["weights_kind"], rdesc["random_init"], rdesc["seed"]) == (
+        "random", "random", True, backbones.RANDOM_INIT_SEED,
+    )
+    assert is_random_init(rdesc) and is_random_init(json.loads(json.dumps(rdesc)))
+    assert not is_random_init(describe(load_backbone("pixels"), None)) and not is_random_init(None)
+    assert not is_random_init({"name": "features-file", "weights_kind": "random"})
+
+
+def test_cifar_without_weights_refuses_in_one_line() -> None:
+    with pytest.raises(InputError) as err:
+        load_backbone("cifar_resnet56")
+    msg = str(err.value)
+    assert "no published weights" in msg and "--weights FILE" in msg and "--weights random" in msg
+    assert "\n" not in msg
+
+
+def test_random_description_of_an_older_model_still_loads() -> None:
+    """Models stored before ``--weights random`` existed described a random init as weights=None."""
+    new = load_backbone("cifar_resnet20", "random").description()
+    old = {k: v for k, v in new.items() if k != "random_init"} | {"weights": None}
+    older = {k: v for k, v in old.items() if k not in ("weights_kind", "seed")}  # no kind at all
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = load_backbone("cifar_resnet20", "random").module(x)
+        for desc in (new, old, older):
+            assert is_random_init(desc)
+            rebuilt = backbone_from_description(json.loads(json.dumps(desc)))
+            assert rebuilt.weights_kind == "random" and rebuilt.description()["random_init"] is True
+            torch.testing.assert_close(rebuilt.module(x), want)
+    assert same_extractor(old, new) and identity(old) == identity(new)
+    assert not same_extractor(new, {**new, "seed": 1})
 
 
 def test_unknown_and_unsupported_names() -> None:
@@ -315,7 +374,7 @@ def test_description_roundtrip(tmp_path: Path) -> None:
     other = _save_akamaster_style(_trained_like(cifar_resnet20(), 9), tmp_path / "other.th")
     with pytest.raises(ModelMismatchError):
         backbone_from_description(desc, str(other))
-    rnd = load_backbone("cifar_resnet20")
+    rnd = load_backbone("cifar_resnet20", weights="random")
     rebuilt = backbone_from_description(json.loads(json.dumps(rnd.description())))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.module(x), rnd.module(x))

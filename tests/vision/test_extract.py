@@ -73,7 +73,7 @@ def test_bad_files_are_skipped_and_the_run_goes_on(tmp_path: Path) -> None:
     bad = _bad_files(tmp_path)
     odd = _converted(tmp_path)
     paths: list[Path] = [good[0], *bad.values(), good[1], *odd, good[2]]
-    bb = load_backbone("cifar_resnet20")
+    bb = load_backbone("cifar_resnet20", "random")
     ex = extract_features(paths, bb, device="cpu", batch_size=3, num_workers=0, progress=False)
     ok = [i for i, p in enumerate(paths) if p not in bad.values()]
     assert ex.indices.tolist() == ok
@@ -88,7 +88,7 @@ def test_bad_files_are_skipped_and_the_run_goes_on(tmp_path: Path) -> None:
 def test_workers_give_the_same_features_and_on_batch_covers(tmp_path: Path) -> None:
     paths = _good_images(tmp_path, 10)
     paths.insert(4, tmp_path / "gone.png")  # a failure inside a batch
-    bb = load_backbone("cifar_resnet20")
+    bb = load_backbone("cifar_resnet20", "random")
     calls: list[tuple[np.ndarray, np.ndarray]] = []
     ex0 = extract_features(paths, bb, device="cpu", batch_size=4, num_workers=0, progress=False)
     ex2 = extract_features(

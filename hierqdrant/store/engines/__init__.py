@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from qdrant_client import QdrantClient
 
 from hierqdrant.core.errors import InputError
 from hierqdrant.store.engines.base import SIDECAR_SUFFIX, Engine, Hit, Record
-from hierqdrant.store.engines.client import QdrantEngine, safe_url
+from hierqdrant.store.engines.client import QdrantEngine, insecure_key_warning, safe_url
 from hierqdrant.store.engines.edge import EdgeEngine, default_data_dir
 
 __all__ = [
@@ -70,10 +71,24 @@ def connect(
             "use http(s)://host:port (e.g. http://localhost:6333), ':memory:' or 'local:<dir>'",
         )
     try:
-        # our own reachability check below replaces the client's version check (which only warns)
-        client = QdrantClient(
-            url=url, api_key=api_key, timeout=max(1, math.ceil(timeout)), check_compatibility=False
+        parts = urlsplit(url)
+    except ValueError:
+        raise InputError(f"invalid Qdrant URL {safe_url(url)!r}", "use http(s)://host:port") from None
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port == 0:
+        raise InputError(
+            f"invalid port in Qdrant URL {safe_url(url)!r}: a port is a number from 1 to 65535",
+            "e.g. http://localhost:6333",
         )
+    try:
+        # our own reachability check below replaces the client's version check (which only warns)
+        with insecure_key_warning(url, api_key):
+            client = QdrantClient(
+                url=url, api_key=api_key, timeout=max(1, math.ceil(timeout)), check_compatibility=False
+            )
     except ValueError:
         raise InputError(f"invalid Qdrant URL {safe_url(url)!r}", "use http(s)://host:port") from None
     engine = QdrantEngine(client, location=url)

@@ -15,7 +15,8 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -24,6 +25,7 @@ import numpy as np
 from qdrant_client import models
 
 from hierqdrant.core.errors import InputError, NotFoundError
+from hierqdrant.core.faults import fault
 
 SIDECAR_SUFFIX = "--hq-model"
 """Suffix of the server engine's sidecar collection that holds a collection's fitted model."""
@@ -175,8 +177,13 @@ class EngineBase:
 
     Not part of the :class:`Engine` protocol (a third-party engine needs only the protocol). A subclass
     sets :attr:`kind`, :attr:`location` and :attr:`place`, implements the protocol's remaining methods
-    and the hooks ``_create``, ``_upsert_batch``, ``_set_payload_groups``, ``_stored_ids`` and
-    ``_write_model``; :meth:`_after_write` (a no-op here) makes writes durable.
+    and the hooks ``_create``, ``_upsert_batch``, ``_set_payload_groups``, ``_stored_ids``,
+    ``_write_model`` and ``_update_info``; :meth:`_after_write` (a no-op here) makes writes durable.
+
+    Beyond the protocol it gives the collection lifecycle (docs/DESIGN.md §2.6): :meth:`writing` (a
+    writer lock; a no-op here), :meth:`check_intact` / :meth:`damaged` (storage damage; none here),
+    :meth:`update_info`, and ``create(..., model=...)``, which stores the model with the new collection.
+    Every write method holds :meth:`writing` while it writes.
     """
 
     kind: str
@@ -209,6 +216,36 @@ class EngineBase:
     def _after_write(self, name: str) -> None:
         """Make the writes of an ``upsert`` / ``set_payload`` durable (the embedded engine flushes)."""
 
+    # -- the collection lifecycle ---------------------------------------------------------------------
+
+    def writing(
+        self, name: str, *, wait: bool = False, on_wait: Callable[[int | None], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold the collection's writer lock for a sequence of writes (a no-op on a server).
+
+        The embedded engine's lock is exclusive between processes: another writer gets ``EngineError``
+        "being written by another process (pid N)", or with ``wait`` calls ``on_wait(pid)`` and blocks.
+        """
+        return nullcontext()
+
+    def check_intact(self, name: str) -> None:
+        """Raise ``InputError`` when storage under ``name`` is damaged or not a collection (engines override)."""
+
+    def damaged(self) -> dict[str, str]:
+        """``{name: problem}`` of damaged collections that :meth:`collections` cannot list (engines override)."""
+        return {}
+
+    def update_info(self, name: str, info: Mapping[str, Any]) -> None:
+        """Replace the stored info dict, leaving the model files as they are."""
+        checked = check_info(info)
+        with self.writing(name):
+            if not self.exists(name):
+                raise self._not_found(name)
+            self._update_info(name, checked)
+
+    def _update_info(self, name: str, info: dict[str, Any]) -> None:  # pragma: no cover - engines override
+        raise NotImplementedError
+
     # -- the protocol's methods, written once ---------------------------------------------------------
 
     def create(
@@ -220,17 +257,25 @@ class EngineBase:
         keyword_index: Sequence[str] = (),
         hnsw_m: int | None = None,
         hnsw_ef_construct: int | None = None,
+        model: tuple[Mapping[str, bytes], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Create a cosine collection of ``dim``-d vectors with integer/keyword payload indexes."""
+        """Create a cosine collection of ``dim``-d vectors with integer/keyword payload indexes.
+
+        ``model`` — ``(files, info)`` as for :meth:`write_model` — is stored with it: on the embedded
+        engine the collection appears at once with its model; on a server the model is written next.
+        """
         check_collection_name(name)
         dim = check_dim(dim)
         check_hnsw(hnsw_m, hnsw_ef_construct)
-        if self.exists(name):
-            raise InputError(
-                f"collection {name!r} already exists {self.place} {self.location}",
-                "delete it first or choose another name",
-            )
-        self._create(name, dim, list(integer_index), list(keyword_index), hnsw_m, hnsw_ef_construct)
+        stored = None if model is None else (check_model_files(model[0]), check_info(model[1]))
+        with self.writing(name):
+            if self.exists(name):
+                raise InputError(
+                    f"collection {name!r} already exists {self.place} {self.location}",
+                    "delete it first or choose another name",
+                )
+            self.check_intact(name)
+            self._create(name, dim, list(integer_index), list(keyword_index), hnsw_m, hnsw_ef_construct, stored)
 
     def _create(
         self,
@@ -240,6 +285,7 @@ class EngineBase:
         keyword_index: list[str],
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
+        model: tuple[dict[str, bytes], dict[str, Any]] | None,
     ) -> None:  # pragma: no cover - every engine overrides it
         raise NotImplementedError
 
@@ -255,10 +301,12 @@ class EngineBase:
         """Check the points once, then upsert them ``batch_size`` at a time; durable on return."""
         check_batch_size(batch_size)
         arr = check_points(ids, vectors, payloads, self.vector_size(name))
-        for a in range(0, len(ids), batch_size):
-            b = a + batch_size
-            self._upsert_batch(name, ids[a:b], arr[a:b], payloads[a:b])
-        self._after_write(name)
+        with self.writing(name):
+            for a in range(0, len(ids), batch_size):
+                b = a + batch_size
+                self._upsert_batch(name, ids[a:b], arr[a:b], payloads[a:b])
+                fault("after-upsert-batch")
+            self._after_write(name)
 
     def _upsert_batch(
         self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
@@ -279,11 +327,12 @@ class EngineBase:
         if len(ids) != len(values):
             raise InputError(f"got {len(ids)} ids and {len(values)} values", "pass one value per id")
         parent, leaf = split_key(key)
-        for a in range(0, len(ids), batch_size):
-            b = a + batch_size
-            groups = group_by_value(check_ids(ids[a:b]), values[a:b])
-            self._set_payload_groups(name, key, parent, [({leaf: v}, g) for v, g in groups])
-        self._after_write(name)
+        with self.writing(name):
+            for a in range(0, len(ids), batch_size):
+                b = a + batch_size
+                groups = group_by_value(check_ids(ids[a:b]), values[a:b])
+                self._set_payload_groups(name, key, parent, [({leaf: v}, g) for v, g in groups])
+            self._after_write(name)
 
     def _set_payload_groups(
         self, name: str, key: str, parent: str | None, groups: list[tuple[dict[str, Any], list[Any]]]
@@ -306,7 +355,9 @@ class EngineBase:
 
     def write_model(self, name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
         """Check the file names, contents and info, then store them (replacing any model)."""
-        self._write_model(name, check_model_files(files), check_info(info))
+        checked = check_model_files(files), check_info(info)
+        with self.writing(name):
+            self._write_model(name, *checked)
 
     def _write_model(
         self, name: str, files: dict[str, bytes], info: dict[str, Any]

@@ -29,6 +29,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from hierqdrant.core.errors import EngineError, HierqdrantError, InputError, NotFoundError
+from hierqdrant.core.faults import fault
 from hierqdrant.store.engines.base import (
     METADATA_KEY,
     SIDECAR_SUFFIX,
@@ -45,7 +46,7 @@ from hierqdrant.store.engines.base import (
     utc_now,
 )
 
-__all__ = ["QdrantEngine", "safe_url"]
+__all__ = ["InsecureApiKeyWarning", "QdrantEngine", "insecure_key_warning", "safe_url"]
 
 _NS = uuid.UUID("6f1c2e1a-3d38-4d6b-9a55-1f0f7b2a9c41")  # namespace of the sidecar's point ids
 _MANIFEST_ID = str(uuid.uuid5(_NS, "manifest"))
@@ -63,11 +64,37 @@ def safe_url(url: str) -> str:
     if ":" in host:  # IPv6
         host = f"[{host}]"
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
+        port: int | str | None = parts.port
+    except ValueError:  # out of range or not a number: keep what was typed (after any user info)
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2][:24]
+    netloc = f"{host}:{port}" if port is not None and port != "" else host
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class InsecureApiKeyWarning(UserWarning):
+    """An API key sent over plain ``http://``: anyone on the network path can read it."""
+
+
+_WARNED_INSECURE: set[str] = set()
+
+
+@contextmanager
+def insecure_key_warning(url: str, api_key: str | None) -> Iterator[None]:
+    """Around ``QdrantClient(url=..., api_key=...)``: qdrant-client's "Api key is used with an insecure
+    connection" becomes one :class:`InsecureApiKeyWarning` of ours, once per URL and process, that names
+    the URL (never the key)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
+        yield
+    where = safe_url(url)
+    if api_key and urlsplit(url).scheme.lower() == "http" and where not in _WARNED_INSECURE:
+        _WARNED_INSECURE.add(where)
+        warnings.warn(
+            InsecureApiKeyWarning(
+                f"the API key is sent unencrypted over http to {where} — use https:// for a remote server"
+            ),
+            stacklevel=3,
+        )
 
 
 def _describe(client: QdrantClient) -> tuple[str, bool]:
@@ -151,7 +178,7 @@ class QdrantEngine(EngineBase):
             raise self._unreachable() from None
         except ValueError as e:  # local mode reports problems as ValueError
             msg = str(e).splitlines()[0] if str(e) else "invalid request"
-            if name is not None and "not found" in msg.lower():
+            if name is not None and "not found" in msg.lower() and "vector" not in msg.lower():
                 raise self._not_found(name) from None
             raise InputError(f"cannot {what}: {msg}", "fix the request") from None
         except Exception as e:
@@ -212,8 +239,10 @@ class QdrantEngine(EngineBase):
         keyword_index: list[str],
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
+        model: tuple[dict[str, bytes], dict[str, Any]] | None,
     ) -> None:
-        """Create a cosine collection with INTEGER / KEYWORD payload indexes; drops a stale model sidecar."""
+        """Create a cosine collection with INTEGER / KEYWORD payload indexes (dropping a stale model
+        sidecar), then store ``model``; one stopped in between has none (``create_collection`` adds it)."""
         hnsw = None
         if hnsw_m is not None or hnsw_ef_construct is not None:
             hnsw = models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
@@ -232,6 +261,9 @@ class QdrantEngine(EngineBase):
                     self.client.create_payload_index(name, field, models.PayloadSchemaType.INTEGER, wait=True)
                 for field in keyword_index:
                     self.client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD, wait=True)
+        fault("after-create")
+        if model is not None:
+            self._write_model(name, *model)
 
     def delete(self, name: str) -> None:
         """Delete the collection and its model sidecar (missing ones are ignored)."""
@@ -456,6 +488,21 @@ class QdrantEngine(EngineBase):
                 wait=True,
             )
         self._set_metadata(name, info)
+
+    def _update_info(self, name: str, info: dict[str, Any]) -> None:
+        """Replace the info dict in the manifest and the metadata (which :meth:`read_info` prefers): the
+        metadata first for ``incomplete``, else last, so no reader sees "complete" before it is true."""
+        metadata_last = info.get("state") != "incomplete"
+        if not metadata_last:
+            self._set_metadata(name, info)
+        manifest = self._manifest(name)
+        if manifest is not None:
+            with self._errors("store the model info", name + SIDECAR_SUFFIX):
+                self.client.overwrite_payload(
+                    name + SIDECAR_SUFFIX, {**manifest, "info": info}, points=[_MANIFEST_ID], wait=True
+                )
+        if metadata_last:
+            self._set_metadata(name, info)
 
     def _manifest(self, name: str) -> dict[str, Any] | None:
         side = name + SIDECAR_SUFFIX

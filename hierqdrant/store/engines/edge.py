@@ -2,14 +2,18 @@
 
 Layout under the data directory::
 
-    <data_dir>/<name>/shard/            the EdgeShard (segments, WAL)
-    <data_dir>/<name>/collection.json   dim, distance, payload indexes, HNSW settings, creation time,
-                                        info dict, sha256 of every model file
-    <data_dir>/<name>/model/<files>     the fitted model's files
+    <data_dir>/<name>/shard/              the EdgeShard (segments, WAL)
+    <data_dir>/<name>/collection.json     dim, distance, payload indexes, HNSW settings, creation time,
+                                          info dict, the model's folder and the sha256 of every model file
+    <data_dir>/<name>/model-<gen>/<files> the fitted model's files (``model/`` in collections made before)
+    <data_dir>/.<name>.lock               the writer lock (:mod:`~hierqdrant.store.engines.edge_files`)
 
-``collection.json`` is written last on create, so a directory without it is an interrupted create and is
-replaced by the next ``create``. Every JSON/model write is atomic and durable
-(:func:`hierqdrant.core.fileio.atomic_write`).
+A collection is built in a temporary directory — shard, model files, then ``collection.json``, the last
+file written — and renamed into place, so ``<name>/`` always holds a complete ``collection.json``. A model
+write stores its files in a new ``model-<gen>/`` and switches ``collection.json`` to it last. Every writer
+holds the collection's lock; a directory at ``<name>/`` without ``collection.json`` is damaged (or not a
+collection) and is never replaced except by :meth:`EdgeEngine.delete`. Every JSON/model write is atomic and
+durable (:func:`hierqdrant.core.fileio.atomic_write`).
 
 Queries arrive as qdrant-client models and are translated into ``qdrant_edge`` objects by
 :mod:`hierqdrant.store.engines.edge_convert` (:func:`edge_request`, re-exported here), which raises
@@ -22,7 +26,8 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,8 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from hierqdrant.core.errors import EngineError, InputError, NotFoundError
-from hierqdrant.core.fileio import atomic_write
+from hierqdrant.core.faults import fault
+from hierqdrant.core.fileio import atomic_write, fsync_dir
 from hierqdrant.store.engines.base import (
     EngineBase,
     Hit,
@@ -42,11 +48,20 @@ from hierqdrant.store.engines.base import (
     check_model_files,
     corrupt_model,
     hits_of,
-    sha256_hex,
     to_point_id,
     utc_now,
 )
 from hierqdrant.store.engines.edge_convert import edge_expression, edge_filter, edge_params, edge_request
+from hierqdrant.store.engines.edge_files import (
+    MODEL_DIR_RE,
+    collection_lock,
+    holds_collection_files,
+    is_temporary_file,
+    meta_bytes,
+    stale_paths,
+    store_model_files,
+    temporary_dir,
+)
 
 __all__ = ["EdgeEngine", "edge_expression", "edge_filter", "edge_params", "edge_request", "default_data_dir"]
 
@@ -77,7 +92,8 @@ class EdgeEngine(EngineBase):
     """Embedded engine: one qdrant-edge ``EdgeShard`` per collection under ``data_dir``.
 
     Shards are opened lazily and cached; :meth:`close` flushes and closes them (the engine is also a
-    context manager). Only one process may open a collection at a time (the shard's WAL is locked).
+    context manager). Only one process may open a collection at a time (the shard's WAL is locked), and
+    only one may write it (:meth:`writing`, the collection's lock).
     """
 
     kind = "embedded"
@@ -88,7 +104,7 @@ class EdgeEngine(EngineBase):
         self.data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
         self.location = str(self.data_dir)
         self._shards: dict[str, qe.EdgeShard] = {}
-        self._dims: dict[str, int] = {}  # a collection's dim never changes; saves a JSON read per query
+        self._dims: dict[str, dict[str, int]] = {}  # vector sizes never change; saves a JSON read per query
         self._lock = threading.RLock()
 
     # -- paths and metadata ------------------------------------------------------------------------------
@@ -113,8 +129,7 @@ class EdgeEngine(EngineBase):
         return meta
 
     def _write_meta(self, name: str, meta: dict[str, Any]) -> None:
-        data = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
-        atomic_write(self._dir(name) / "collection.json", data)
+        atomic_write(self._dir(name) / "collection.json", meta_bytes(meta))
 
     def shard(self, name: str) -> qe.EdgeShard:
         """The opened ``EdgeShard`` of a collection (for inspection, e.g. ``shard(name).info()``)."""
@@ -133,7 +148,7 @@ class EdgeEngine(EngineBase):
     # -- collections -------------------------------------------------------------------------------------
 
     def collections(self) -> list[str]:
-        """User collections, sorted."""
+        """User collections (directories holding a ``collection.json``), sorted."""
         if not self.data_dir.is_dir():
             return []
         out = []
@@ -150,6 +165,91 @@ class EdgeEngine(EngineBase):
         """Whether ``<data_dir>/<name>/collection.json`` exists."""
         return (self._dir(name) / "collection.json").is_file()
 
+    # -- the lifecycle: lock, damage, atomic create, delete ----------------------------------------------
+
+    def writing(
+        self, name: str, *, wait: bool = False, on_wait: Callable[[int | None], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold the collection's writer lock (``<data_dir>/.<name>.lock``) for a sequence of writes.
+
+        Exclusive between processes, re-entrant within this one; every write method takes it too. When
+        another process holds it: ``EngineError`` "being written by another process (pid N)", or with
+        ``wait`` ``on_wait(pid)`` and a blocking wait. Taking it first removes temporary files and folders
+        that a writer which died left behind.
+        """
+        return self._writing(check_collection_name(name), wait, on_wait)
+
+    @contextmanager
+    def _writing(
+        self, name: str, wait: bool, on_wait: Callable[[int | None], None] | None
+    ) -> Iterator[None]:
+        with collection_lock(self.data_dir, name, wait=wait, on_wait=on_wait) as first:
+            if first:
+                self._remove_stale(name)
+            yield
+
+    def _remove_stale(self, name: str) -> None:
+        """Temporary folders and files of ``name`` and model folders it no longer uses (lock held)."""
+        for p in stale_paths(self.data_dir, name):
+            shutil.rmtree(p, ignore_errors=True)
+        d = self._dir(name)
+        if not (d / "collection.json").is_file():
+            return
+        try:
+            current = (self._meta(name).get("model") or {}).get("dir", "model")
+        except InputError:
+            current = None  # unreadable: remove nothing but temporary files
+        for p in d.iterdir():
+            if p.is_dir() and MODEL_DIR_RE.match(p.name):
+                if current is not None and p.name != current:
+                    shutil.rmtree(p, ignore_errors=True)
+                    continue
+                for f in p.iterdir():
+                    if is_temporary_file(f):
+                        f.unlink(missing_ok=True)
+            elif is_temporary_file(p):
+                p.unlink(missing_ok=True)
+
+    def check_intact(self, name: str) -> None:
+        """Raise ``InputError`` when ``<name>/`` exists without ``collection.json`` (damaged or foreign)."""
+        problem = self._damage(name)
+        if problem is not None:
+            raise problem
+
+    def damaged(self) -> dict[str, str]:
+        """Collection folders whose ``collection.json`` is missing although a shard or model is there."""
+        if not self.data_dir.is_dir():
+            return {}
+        out: dict[str, str] = {}
+        for p in sorted(self.data_dir.iterdir()):
+            try:
+                check_collection_name(p.name)
+            except InputError:
+                continue
+            if p.is_dir() and not (p / "collection.json").exists() and holds_collection_files(p):
+                err = self._damage(p.name)
+                if err is not None:
+                    out[p.name] = err.problem
+        return out
+
+    def _damage(self, name: str) -> InputError | None:
+        d = self._dir(name)
+        if (d / "collection.json").exists() or not (d.exists() or d.is_symlink()):
+            return None
+        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+            return None  # an empty folder: nothing to lose
+        if d.is_dir() and holds_collection_files(d):
+            return InputError(
+                f"collection {name!r} in {self.location} is damaged: {d / 'collection.json'} is missing "
+                "although its shard or model is on disk",
+                f"restore collection.json from a backup, or rebuild it (hierqdrant ingest … -c {name} "
+                "--recreate), which deletes what is there",
+            )
+        return InputError(
+            f"{d} exists and is not a hierqdrant collection",
+            "move it away or choose another collection name",
+        )
+
     def _create(
         self,
         name: str,
@@ -158,68 +258,119 @@ class EdgeEngine(EngineBase):
         keyword_index: list[str],
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
+        model: tuple[dict[str, bytes], dict[str, Any]] | None,
     ) -> None:
-        """A fresh shard with the payload indexes, then ``collection.json`` (written last)."""
+        """Build shard, indexes, model and ``collection.json`` (last) in a temporary folder; rename it.
+
+        The caller holds the lock and has checked that ``<name>/`` is free (absent or an empty folder).
+        """
+        hnsw = None
+        if hnsw_m is not None or hnsw_ef_construct is not None:
+            hnsw = qe.HnswIndexConfig(
+                m=_DEFAULT_HNSW_M if hnsw_m is None else hnsw_m,
+                ef_construct=_DEFAULT_EF_CONSTRUCT if hnsw_ef_construct is None else hnsw_ef_construct,
+                full_scan_threshold=_DEFAULT_FULL_SCAN_KB,
+            )
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine), hnsw_config=hnsw)
+        meta: dict[str, Any] = {
+            "format": _FORMAT,
+            "name": name,
+            "dim": dim,
+            "distance": "Cosine",
+            "integer_index": integer_index,
+            "keyword_index": keyword_index,
+            "hnsw": {
+                "m": _DEFAULT_HNSW_M if hnsw_m is None else hnsw_m,
+                "ef_construct": _DEFAULT_EF_CONSTRUCT if hnsw_ef_construct is None else hnsw_ef_construct,
+            },
+            "created": utc_now(),
+            "info": None,
+            "model": None,
+        }
+        self._build(name, config, meta, integer_index, keyword_index, model)
+
+    def _build(
+        self,
+        name: str,
+        config: qe.EdgeConfig,
+        meta: dict[str, Any],
+        integer_index: list[str],
+        keyword_index: list[str],
+        model: tuple[dict[str, bytes], dict[str, Any]] | None,
+    ) -> None:
+        """Create the shard with ``config``, its payload indexes, ``model`` and ``meta`` (as ``collection.json``,
+        last) in a temporary folder and rename it to ``<name>/`` (the lock is held, the name is free)."""
         d = self._dir(name)
         with self._lock:
-            if d.exists():  # an interrupted create: no collection.json was written
-                shutil.rmtree(d)
-            d.mkdir(parents=True)
-            hnsw = None
-            if hnsw_m is not None or hnsw_ef_construct is not None:
-                hnsw = qe.HnswIndexConfig(
-                    m=_DEFAULT_HNSW_M if hnsw_m is None else hnsw_m,
-                    ef_construct=_DEFAULT_EF_CONSTRUCT if hnsw_ef_construct is None else hnsw_ef_construct,
-                    full_scan_threshold=_DEFAULT_FULL_SCAN_KB,
-                )
-            config = qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine), hnsw_config=hnsw
-            )
+            tmp = temporary_dir(self.data_dir, name)
+            tmp.mkdir(parents=True)
             try:
-                s = qe.EdgeShard.create(str(d / "shard"), config)
-                for field in integer_index:
-                    s.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
-                for field in keyword_index:
-                    s.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-                s.flush()
-            except Exception as e:
-                shutil.rmtree(d, ignore_errors=True)
-                raise _engine_error("create the collection", name, e) from e
-            self._shards[name] = s
-            meta = {
-                "format": _FORMAT,
-                "name": name,
-                "dim": dim,
-                "distance": "Cosine",
-                "integer_index": integer_index,
-                "keyword_index": keyword_index,
-                "hnsw": {
-                    "m": _DEFAULT_HNSW_M if hnsw_m is None else hnsw_m,
-                    "ef_construct": _DEFAULT_EF_CONSTRUCT if hnsw_ef_construct is None else hnsw_ef_construct,
-                },
-                "created": utc_now(),
-                "info": None,
-                "model": None,
-            }
-            self._write_meta(name, meta)
+                try:
+                    s = qe.EdgeShard.create(str(tmp / "shard"), config)
+                    for field in integer_index:
+                        s.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
+                    for field in keyword_index:
+                        s.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                    s.flush()
+                    s.close()  # the shard keeps its path: reopened from <name>/ after the rename
+                except Exception as e:
+                    raise _engine_error("create the collection", name, e) from e
+                if model is not None:
+                    meta["info"], meta["model"] = model[1], store_model_files(tmp, model[0])
+                atomic_write(tmp / "collection.json", meta_bytes(meta))
+                fsync_dir(tmp)
+                fault("before-create-rename")
+                try:
+                    os.rename(tmp, d)  # replaces an empty folder; anything else stops the rename
+                except OSError as e:
+                    raise (self._damage(name) or _engine_error("create the collection", name, e)) from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            fsync_dir(self.data_dir)
+        fault("after-create")
 
     def delete(self, name: str) -> None:
-        """Close the shard and remove the collection directory (model included)."""
+        """Remove the collection's folder (model included; also a damaged one): renamed away, then removed."""
         d = self._dir(name)
-        with self._lock:
+        if not (d.exists() or d.is_symlink() or stale_paths(self.data_dir, name)):
+            return
+        with self.writing(name), self._lock:
             self._dims.pop(name, None)
             s = self._shards.pop(name, None)
             if s is not None:
                 s.close()
-            if d.exists():
-                shutil.rmtree(d)
+            if d.is_symlink() or d.is_file():
+                d.unlink()
+            elif d.exists():
+                gone = temporary_dir(self.data_dir, name, "del")
+                os.rename(d, gone)
+                fsync_dir(self.data_dir)
+                shutil.rmtree(gone)
 
     def vector_size(self, name: str) -> int:
-        """Vector dimension from ``collection.json``."""
-        dim = self._dims.get(name)
-        if dim is None:
-            dim = self._dims[name] = int(self._meta(name)["dim"])
-        return dim
+        """Dimension of the unnamed vector, from ``collection.json`` (``InputError`` for named vectors)."""
+        dims = self.vector_dims(name)
+        if "" not in dims:
+            raise InputError(
+                f"collection {name!r} uses named vectors ({', '.join(sorted(dims))})",
+                "name the vector (e.g. HierarchicalSearcher(..., vector=NAME) after hierqdrant attach), or use "
+                "a collection with one unnamed vector (hierqdrant ingest)",
+            )
+        return dims[""]
+
+    def vector_dims(self, name: str) -> dict[str, int]:
+        """Size of each dense vector, by name (``""``: the unnamed vector of a collection of our own)."""
+        dims = self._dims.get(name)
+        if dims is None:
+            meta = self._meta(name)
+            named = meta.get("vectors")
+            if isinstance(named, dict) and named:
+                dims = {str(k): int(v["size"]) for k, v in named.items()}
+            else:
+                dims = {"": int(meta["dim"])}
+            self._dims[name] = dims
+        return dims
 
     def count(self, name: str, filter: models.Filter | None = None) -> int:
         """Exact count of the points matching ``filter``."""
@@ -330,8 +481,8 @@ class EdgeEngine(EngineBase):
         """Translate the requests and run them with one ``EdgeShard.query_batch`` call."""
         if not requests:
             return []
-        dim = self.vector_size(name)
-        batch = qe.QueryBatchRequest([edge_request(r, dim) for r in requests])
+        dims = self.vector_dims(name)
+        batch = qe.QueryBatchRequest([edge_request(r, dims) for r in requests])
         s = self.shard(name)
         try:
             results = s.query_batch(batch)
@@ -351,26 +502,27 @@ class EdgeEngine(EngineBase):
     # -- model -------------------------------------------------------------------------------------------
 
     def _write_model(self, name: str, files: dict[str, bytes], info: dict[str, Any]) -> None:
-        """Write each file atomically to ``model/``, then record info + sha256 in ``collection.json``.
+        """Write the files to a new ``model-<gen>/``, switch ``collection.json`` to it, drop the old folder.
 
-        ``collection.json`` is replaced last, so an interrupted write leaves either the old model or files
-        whose hashes do not match (detected by :meth:`read_model`); files of an older model are removed.
+        ``collection.json`` is replaced last, so an interrupted write leaves the old model in use (and a
+        folder that the next writer removes).
         """
         with self._lock:
             meta = self._meta(name)
-            mdir = self._dir(name) / "model"
-            mdir.mkdir(exist_ok=True)
-            for fname, data in files.items():
-                atomic_write(mdir / fname, data)
+            old = (meta.get("model") or {}).get("dir", "model")
+            meta["model"] = store_model_files(self._dir(name), files)
             meta["info"] = info
-            meta["model"] = {
-                "written": utc_now(),
-                "files": {f: {"sha256": sha256_hex(b), "size": len(b)} for f, b in files.items()},
-            }
+            fault("after-model-files")
             self._write_meta(name, meta)
-            for p in mdir.iterdir():
-                if p.name not in files:
-                    p.unlink(missing_ok=True)
+            if old != meta["model"]["dir"] and MODEL_DIR_RE.match(str(old)):
+                shutil.rmtree(self._dir(name) / str(old), ignore_errors=True)
+
+    def _update_info(self, name: str, info: dict[str, Any]) -> None:
+        """Replace the info dict in ``collection.json`` (one atomic write)."""
+        with self._lock:
+            meta = self._meta(name)
+            meta["info"] = info
+            self._write_meta(name, meta)
 
     def read_model(self, name: str) -> tuple[dict[str, bytes], dict[str, Any]] | None:
         """Read and verify the model files (size and sha256 from ``collection.json``)."""
@@ -378,12 +530,15 @@ class EdgeEngine(EngineBase):
         model = meta.get("model")
         if not model:
             return None
-        mdir = self._dir(name) / "model"
-        files: dict[str, bytes] = {}
         try:
+            folder = str(model.get("dir", "model"))
             entries = [(str(f), int(r["size"]), str(r["sha256"])) for f, r in model["files"].items()]
         except (KeyError, TypeError, ValueError, AttributeError):
             raise corrupt_model(name, "collection.json", "unreadable model file list") from None
+        if not MODEL_DIR_RE.match(folder):  # a tampered collection.json must not reach outside the collection
+            raise corrupt_model(name, "collection.json", f"invalid model folder {folder!r}")
+        mdir = self._dir(name) / folder
+        files: dict[str, bytes] = {}
         for fname, size, sha in entries:
             check_model_files({fname: b""})  # a tampered collection.json must not reach outside model/
             try:

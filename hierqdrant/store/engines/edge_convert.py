@@ -7,16 +7,17 @@ not run raises one ``InputError`` naming it, with the hint to rewrite the query 
 
 Covered: filters (must / should / must_not / min_should, nested; field conditions with match, range,
 datetime range, geo box / radius / polygon, values count, is_empty / is_null; has_id, has_vector),
-dense and formula queries (every formula expression qdrant_edge has), nested prefetches, search params,
-score thresholds, limit / offset and payload selectors. Not covered: named vectors, ``lookup_from``,
-shard keys, MMR, querying by point id, multivectors and ``SearchParams.idf``.
+dense and formula queries (every formula expression qdrant_edge has) on the unnamed or a named vector
+(``using``), nested prefetches, search params, score thresholds, limit / offset and payload selectors. Not
+covered: ``lookup_from``, shard keys, MMR, querying by point id, multivectors and ``SearchParams.idf``.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import qdrant_edge as qe
@@ -28,6 +29,8 @@ from hierqdrant.store.engines.base import to_point_id
 __all__ = ["edge_expression", "edge_filter", "edge_params", "edge_request"]
 
 _DEFAULT_LIMIT = 10  # Qdrant's default limit of the Query API
+Dims: TypeAlias = int | Mapping[str, int] | None
+"""The collection's vector sizes: one int (the unnamed vector), ``{name: size}`` ("" unnamed), or None (unchecked)."""
 
 
 def _unsupported(what: str) -> InputError:
@@ -226,6 +229,20 @@ def edge_expression(e: Any) -> qe.Expression:
     raise _unsupported(f"the formula expression {type(e).__name__}")
 
 
+def _vector_dim(dims: Dims, using: str | None) -> int | None:
+    """The size of vector ``using`` (None / "": the unnamed one), or an InputError naming the vectors there are."""
+    if dims is None:
+        return None
+    if isinstance(dims, int):
+        dims = {"": dims}
+    name = using or ""
+    if name not in dims:
+        there = ", ".join(repr(n) if n else "the unnamed vector" for n in sorted(dims))
+        what = f"no vector named {name!r}" if name else "no unnamed vector"
+        raise InputError(f"the collection has {what} (it has {there})", "pass using= with one of those names")
+    return int(dims[name])
+
+
 def _dense(v: Any, dim: int | None) -> list[float]:
     if isinstance(v, np.ndarray):
         v = v.astype(np.float32).tolist()
@@ -243,17 +260,18 @@ def _dense(v: Any, dim: int | None) -> list[float]:
     return v
 
 
-def _edge_query(q: Any, dim: int | None) -> Any:
+def _edge_query(q: Any, dims: Dims, using: str | None) -> Any:
     if q is None:
         return None
     if isinstance(q, models.FormulaQuery):
         return qe.Formula(edge_expression(q.formula), defaults=q.defaults)
+    name = using or None
     if isinstance(q, models.NearestQuery):
         if q.mmr is not None:
             raise _unsupported("MMR")
-        return qe.Query.Nearest(_dense(q.nearest, dim))
+        return qe.Query.Nearest(_dense(q.nearest, _vector_dim(dims, using)), using=name)
     if isinstance(q, (list, np.ndarray)):
-        return qe.Query.Nearest(_dense(q, dim))
+        return qe.Query.Nearest(_dense(q, _vector_dim(dims, using)), using=name)
     if isinstance(q, (str, int, uuid.UUID)):
         raise _unsupported("querying by point id")
     raise _unsupported(f"the query {type(q).__name__}")
@@ -285,18 +303,16 @@ def edge_params(p: models.SearchParams | None) -> qe.SearchParams | None:
 
 
 def _check_common(r: models.Prefetch | models.QueryRequest) -> None:
-    if r.using not in (None, ""):
-        raise _unsupported(f"named vectors (using={r.using!r})")
     if r.lookup_from is not None:
         raise _unsupported("lookup_from")
 
 
-def _edge_prefetch(p: models.Prefetch, dim: int | None) -> qe.Prefetch:
+def _edge_prefetch(p: models.Prefetch, dims: Dims) -> qe.Prefetch:
     _check_common(p)
     return qe.Prefetch(
         limit=p.limit if p.limit is not None else _DEFAULT_LIMIT,
-        query=_edge_query(p.query, dim),
-        prefetches=[_edge_prefetch(x, dim) for x in _as_list(p.prefetch)] or None,
+        query=_edge_query(p.query, dims, p.using),
+        prefetches=[_edge_prefetch(x, dims) for x in _as_list(p.prefetch)] or None,
         params=edge_params(p.params),
         filter=edge_filter(p.filter),
         score_threshold=p.score_threshold,
@@ -315,10 +331,11 @@ def _edge_with_payload(w: Any) -> Any:
     raise _unsupported(f"with_payload={w!r}")
 
 
-def edge_request(r: models.QueryRequest, dim: int | None = None) -> qe.QueryRequest:
-    """Translate a ``models.QueryRequest`` (nested prefetches, dense / formula query, filter, params,
-    score_threshold, limit, offset, with_payload) to qdrant_edge; ``dim`` checks the query vectors' size.
-    ``with_vector`` is ignored: hits carry no vectors."""
+def edge_request(r: models.QueryRequest, dims: Dims = None) -> qe.QueryRequest:
+    """Translate a ``models.QueryRequest`` (nested prefetches, dense / formula query on the vector ``using``
+    names, filter, params, score_threshold, limit, offset, with_payload) to qdrant_edge; ``dims`` (one size,
+    or sizes by vector name) checks the query vectors' size. ``with_vector`` is ignored: hits carry no
+    vectors."""
     if not isinstance(r, models.QueryRequest):
         raise InputError(
             f"expected a qdrant_client.models.QueryRequest, got {type(r).__name__}",
@@ -330,8 +347,8 @@ def edge_request(r: models.QueryRequest, dim: int | None = None) -> qe.QueryRequ
     return qe.QueryRequest(
         limit=r.limit if r.limit is not None else _DEFAULT_LIMIT,
         offset=r.offset,
-        query=_edge_query(r.query, dim),
-        prefetches=[_edge_prefetch(x, dim) for x in _as_list(r.prefetch)] or None,
+        query=_edge_query(r.query, dims, r.using),
+        prefetches=[_edge_prefetch(x, dims) for x in _as_list(r.prefetch)] or None,
         with_vector=False,
         with_payload=_edge_with_payload(r.with_payload),
         filter=edge_filter(r.filter),

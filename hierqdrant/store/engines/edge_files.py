@@ -1,0 +1,201 @@
+"""The embedded engine's files beside its collections: the writer lock and the temporary names.
+
+Under the data directory, for a collection ``<name>``:
+
+    .<name>.lock                 the writer lock (``fcntl.flock``; holds the writer's pid); kept, never removed
+    .<name>.tmp-<32 hex>/        a collection being created, renamed to ``<name>/`` when it is complete
+    .<name>.del-<32 hex>/        a collection being deleted (renamed away first, then removed)
+    <name>/model-<gen>/          a model's files (:func:`store_model_files`)
+
+Every writer of a collection holds its lock: between processes it is exclusive, within one process it is
+re-entrant (the engine serialises its own threads). Only a lock holder makes temporary names, so whatever
+temporary name of ``<name>`` exists while the lock is held was left by a process that died: the holder
+removes it (:func:`stale_paths`). Names longer than 200 characters are shortened with a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hierqdrant.core.errors import EngineError
+from hierqdrant.core.fileio import atomic_write, fsync_dir
+from hierqdrant.store.engines.base import sha256_hex, utc_now
+
+try:  # POSIX; elsewhere the lock is a no-op (one process per data directory is then the caller's duty)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "MODEL_DIR_RE",
+    "busy_error",
+    "collection_lock",
+    "holds_collection_files",
+    "is_temporary_file",
+    "meta_bytes",
+    "stale_paths",
+    "store_model_files",
+    "temporary_dir",
+]
+
+_HEX32 = "[0-9a-f]{32}"
+_TMP_FILE_RE = re.compile(rf"^\..+\.tmp-{_HEX32}$")  # core.fileio.atomic_writer's temporary files
+MODEL_DIR_RE = re.compile(r"^model(-[0-9a-f]{16})?$")
+"""A collection's model folder: ``model-<gen>``, or ``model`` in collections written before generations."""
+
+
+@dataclass
+class _Held:
+    fd: int
+    depth: int
+
+
+_held: dict[str, _Held] = {}
+_held_guard = threading.Lock()
+
+
+def _short(name: str) -> str:
+    if len(name) <= 200:
+        return name
+    return f"{name[:180]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def lock_path(data_dir: Path, name: str) -> Path:
+    return data_dir / f".{_short(name)}.lock"
+
+
+def temporary_dir(data_dir: Path, name: str, kind: str = "tmp") -> Path:
+    """A fresh temporary directory name for building (``tmp``) or deleting (``del``) collection ``name``."""
+    return data_dir / f".{_short(name)}.{kind}-{uuid.uuid4().hex}"
+
+
+def stale_paths(data_dir: Path, name: str) -> list[Path]:
+    """The temporary directories of ``name`` under ``data_dir`` (left by a writer that died)."""
+    pattern = re.compile(rf"^\.{re.escape(_short(name))}\.(tmp|del)-{_HEX32}$")
+    try:
+        return [p for p in data_dir.iterdir() if pattern.match(p.name)]
+    except OSError:
+        return []
+
+
+def is_temporary_file(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of an atomic write (``.<target>.tmp-<32 hex>``)."""
+    return bool(_TMP_FILE_RE.match(path.name))
+
+
+def busy_error(name: str, pid: int | None) -> EngineError:
+    who = f"pid {pid}" if pid else "pid unknown"
+    return EngineError(
+        f"collection {name!r} is being written by another process ({who})",
+        "wait for it to finish (hierqdrant ingest --wait waits) or use another --collection",
+    )
+
+
+def _read_pid(fd: int) -> int | None:
+    for _ in range(20):  # the holder writes its pid right after taking the lock
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.005)
+    return None
+
+
+@contextmanager
+def collection_lock(
+    data_dir: Path,
+    name: str,
+    *,
+    wait: bool = False,
+    on_wait: Callable[[int | None], None] | None = None,
+) -> Iterator[bool]:
+    """Hold the writer lock of collection ``name``; yields whether this call took it (the process's first).
+
+    When another process holds it: raise :func:`busy_error` naming its pid, or with ``wait`` call
+    ``on_wait(pid)`` once and block until it is free.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield True
+        return
+    key = str(lock_path(data_dir, name))
+    with _held_guard:
+        held = _held.get(key)
+        if held is not None:
+            held.depth += 1
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                got = True
+            except BlockingIOError:
+                got = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if got:
+                held = _held[key] = _Held(fd, 1)
+    if held is None:  # another process holds it
+        pid = _read_pid(fd)
+        if not wait:
+            os.close(fd)
+            raise busy_error(name, pid)
+        if on_wait is not None:
+            on_wait(pid)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        with _held_guard:
+            held = _held[key] = _Held(fd, 1)
+    first = held.depth == 1
+    if first:
+        os.ftruncate(held.fd, 0)
+        os.pwrite(held.fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        yield first
+    finally:
+        with _held_guard:
+            held.depth -= 1
+            if held.depth == 0:
+                del _held[key]
+                fcntl.flock(held.fd, fcntl.LOCK_UN)
+                os.close(held.fd)
+
+
+def meta_bytes(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def store_model_files(collection_dir: Path, files: dict[str, bytes]) -> dict[str, Any]:
+    """Write ``files`` durably into a new ``model-<gen>/`` of ``collection_dir``; its ``collection.json`` entry."""
+    folder = f"model-{uuid.uuid4().hex[:16]}"
+    mdir = collection_dir / folder
+    mdir.mkdir()
+    for fname, data in files.items():
+        atomic_write(mdir / fname, data)
+    fsync_dir(collection_dir)
+    return {
+        "dir": folder,
+        "written": utc_now(),
+        "files": {f: {"sha256": sha256_hex(b), "size": len(b)} for f, b in files.items()},
+    }
+
+
+def holds_collection_files(folder: Path) -> bool:
+    """Whether ``folder`` has a shard or a model folder (the rest of a collection)."""
+    try:
+        return any(p.name == "shard" or MODEL_DIR_RE.match(p.name) for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return False
