@@ -149,7 +149,7 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Seed of perturbations, --max-queries, --tune and the paired test."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate a seeded sample of the queries."),
     paired_metrics: str = typer.Option(
-        "map@10,map@r", "--paired", help="Metrics of the paired test of overlap against cosine."
+        "map@10,map@r", "--paired", help="Metrics of the paired test of overlap against cosine-raw (cosine without it)."
     ),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Backbone that embeds image folders (default: the collection's)."
@@ -262,8 +262,8 @@ def eval_command(
     show_table(settings_table(result))
     for metric, test in report.tests.items():
         print_line(
-            f"overlap − cosine on {metric}: {test.diff:+.4f} (95% CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
-            f"paired sign-flip p = {test.p_value:.4g}, n = {test.n})"
+            f"overlap − {report.baseline} on {metric}: {test.diff:+.4f} "
+            f"(95% CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], paired sign-flip p = {test.p_value:.4g}, n = {test.n})"
         )
     if plot is not None:
         print_line(f"plot: {plot}")

@@ -6,7 +6,7 @@ NumPy, :mod:`~hierqdrant.evaluation.run_files`). The steps: check everything tha
 any work; read the database and the training items and fit the model on them — once, or per fold when
 the queries are among the training items (cross-fitting, :mod:`~hierqdrant.evaluation.protocols`);
 read and embed the queries (a seeded sample with ``max_queries``); build the methods, tuned on the
-training items when asked; rank and score; the paired test of overlap against cosine; the map@k plot.
+training items when asked; rank and score; the paired test of overlap against the baseline (cosine-raw when scored, else cosine); the map@k plot.
 :meth:`EvalReport.to_dict` is the ``--json`` output: besides the scores, the ``protocol``, the queries'
 ``ranking`` relation to the database, ``warnings`` (results that mean little) and ``notes``.
 """
@@ -55,6 +55,7 @@ class EvalReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    baseline: str = "cosine"  # the method overlap is tested against (cosine-raw when it was scored)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` output of ``hierqdrant eval``."""
@@ -63,7 +64,7 @@ class EvalReport:
         out["protocol"] = self.protocol or self.result.protocol
         out.update(self.sources)
         out["leaf_from"] = self.leaf_from
-        out["paired"] = paired_dict(self.tests, "overlap", "cosine")
+        out["paired"] = paired_dict(self.tests, "overlap", self.baseline)
         out["tuning"] = {name: r.to_dict() for name, r in self.tuned.items()}
         out["perturb"] = self.perturb
         out["seconds_total"] = self.seconds_total
@@ -130,9 +131,11 @@ def run_eval(plan: EvalPlan, connect: Callable[[], Engine] | None = None, hooks:
     for r in tuned.values():
         ctx.warn(*r.warnings)
 
+    # The baseline a user has without us: the raw features' cosine (a plain Qdrant collection), else ours.
+    baseline = "cosine-raw" if "cosine-raw" in result.metrics else "cosine"
     tests = (
-        paired(result, "overlap", "cosine", plan.paired, seed=plan.seed)
-        if {"overlap", "cosine"} <= set(result.metrics)
+        paired(result, "overlap", baseline, plan.paired, seed=plan.seed)
+        if {"overlap", baseline} <= set(result.metrics)
         else {}
     )
     seconds_total = round(time.perf_counter() - started, 2)
@@ -156,6 +159,7 @@ def run_eval(plan: EvalPlan, connect: Callable[[], Engine] | None = None, hooks:
         result=result,
         tuned=tuned,
         tests=tests,
+        baseline=baseline,
         sources=ctx.sources,
         leaf_from=leaf_from,
         perturb={"queries": plan.perturb, "database": plan.perturb_db, "seed": plan.seed},

@@ -64,8 +64,9 @@ def test_eval_json_shape_leave_one_out(files: dict[str, Path]) -> None:
     assert data["fit"].startswith("f.npz [train]: 120")
     assert set(data["paired"]) == {"map@10", "map@r"}
     p = data["paired"]["map@10"]
-    assert p["a"] == "overlap" and p["b"] == "cosine" and p["n"] == 30
-    assert p["diff"] == pytest.approx(data["methods"]["overlap"]["map@10"] - data["methods"]["cosine"]["map@10"])
+    # Tested against what users have without us: cosine on the raw features.
+    assert p["a"] == "overlap" and p["b"] == "cosine-raw" and p["n"] == 30
+    assert p["diff"] == pytest.approx(data["methods"]["overlap"]["map@10"] - data["methods"]["cosine-raw"]["map@10"])
     assert data["settings"]["overlap"]["alpha"] == 3.0 and data["settings"]["overlap"]["threshold"] == 0.3
     assert any("(k − 1)/k" in n for n in data["notes"]) and isinstance(data["warnings"], list)
 
