@@ -6,7 +6,8 @@ NumPy, :mod:`~hierqdrant.evaluation.run_files`). The steps: check everything tha
 any work; read the database and the training items and fit the model on them — once, or per fold when
 the queries are among the training items (cross-fitting, :mod:`~hierqdrant.evaluation.protocols`);
 read and embed the queries (a seeded sample with ``max_queries``); build the methods, tuned on the
-training items when asked; rank and score; the paired test of overlap against the baseline (cosine-raw when scored, else cosine); the map@k plot.
+training items when asked; rank and score; the paired test of overlap against the baseline (cosine-raw
+when scored, else cosine); the map@k plot.
 :meth:`EvalReport.to_dict` is the ``--json`` output: besides the scores, the ``protocol``, the queries'
 ``ranking`` relation to the database, ``warnings`` (results that mean little) and ``notes``.
 """
