@@ -23,17 +23,21 @@ queries-vs-database, or mixed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hierqdrant.core import diagnostics
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.evaluation.methods import Method
 from hierqdrant.evaluation.scoring import EvalResult, means
 from hierqdrant.evaluation.tune_grid import pca_json
 from hierqdrant.evaluation.tuning import TuneResult
+
+if TYPE_CHECKING:
+    from hierqdrant.evaluation.plan import EvalContext
 
 __all__ = [
     "assign_folds",
@@ -175,3 +179,38 @@ def with_folds(tuned: dict[str, TuneResult], fold_info: list[dict[str, Any]]) ->
             for rec in fold_info
         ]
     return tuned
+
+
+def fold_splits(q_folds: np.ndarray, fit_folds: np.ndarray, k: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(fold, its query rows, the fitting rows outside it)`` of every fold that has queries."""
+    for f in range(k):
+        rows = np.flatnonzero(q_folds == f)
+        if rows.size:
+            yield f, rows, np.flatnonzero(fit_folds != f)
+
+
+def finish_cross_fitting(
+    ctx: EvalContext,
+    parts: Sequence[tuple[np.ndarray, EvalResult]],
+    fold_info: list[dict[str, Any]],
+    correct: int,
+    n_queries: int,
+    n_fit: int,
+) -> EvalResult:
+    """What both cross-fitting paths (arrays, engine) do after their folds: the flat-tree and leaf-accuracy
+    warnings, the ``cross_fitting`` record of the JSON, and the per-fold results merged in query order."""
+    overlap = [rec["methods"]["overlap"] for rec in fold_info if "overlap" in rec["methods"]]
+    if overlap and ctx.plan.tuning is None:  # tuning looks at every threshold it tries itself
+        ctx.warn(*diagnostics.flat_tree([(o.get("threshold"), o["tree_height"]) for o in overlap]))
+    accuracy = correct / n_queries if n_queries else float("nan")
+    ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, f"on the {n_queries} cross-fitted queries"))
+    ctx.extra["cross_fitting"] = {
+        "folds": ctx.plan.folds,
+        "seed": ctx.plan.seed,
+        "fit_items": n_fit,
+        "leaf_accuracy": accuracy,
+        "per_fold": fold_info,
+    }
+    result = merge_results(parts, n_queries)
+    result.metrics = {n: result.metrics[n] for n in ctx.names if n in result.metrics}
+    return result

@@ -27,9 +27,10 @@ from hierqdrant.evaluation.plan import EvalContext, fit_methods
 from hierqdrant.evaluation.protocols import (
     assign_folds,
     check_fold_classes,
+    finish_cross_fitting,
     fit_index,
     fold_record,
-    merge_results,
+    fold_splits,
     query_folds,
     with_folds,
 )
@@ -187,11 +188,7 @@ def _cross_fit(
     tuned_first: dict[str, TuneResult] = {}
     per_fold: list[dict[str, Any]] = []
     correct = 0
-    for f in range(k):
-        rows = np.flatnonzero(q_folds == f)
-        train = np.flatnonzero(fit_folds != f)
-        if rows.size == 0 or not model_names:
-            continue
+    for f, rows, train in fold_splits(q_folds, fit_folds, k) if model_names else ():
         ctx.hooks.log(
             f"cross-fitting fold {f + 1}/{k}: refitting the class Gaussians and the tree on {train.size} points"
         )
@@ -209,19 +206,6 @@ def _cross_fit(
         res = _search(ctx, engine, q_f, db_f, methods, scoring, None, f"searching fold {f + 1}/{k}")
         parts.append((rows, res))
         per_fold.append(fold_record(f, rows.size, train.size, base_f, methods, tuned))
-    accuracy = correct / len(queries) if len(queries) else float("nan")
-    ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, f"on the {len(queries)} cross-fitted queries"))
-    overlap = [rec["methods"]["overlap"] for rec in per_fold if "overlap" in rec["methods"]]
-    if overlap and plan.tuning is None:
-        ctx.warn(*diagnostics.flat_tree([(o.get("threshold"), o["tree_height"]) for o in overlap]))
-    ctx.extra["cross_fitting"] = {
-        "folds": k,
-        "seed": plan.seed,
-        "fit_items": int(fit_y.size),
-        "leaf_accuracy": accuracy,
-        "per_fold": per_fold,
-    }
-    result = merge_results(parts, len(queries))
-    result.metrics = {n: result.metrics[n] for n in ctx.names if n in result.metrics}
+    result = finish_cross_fitting(ctx, parts, per_fold, correct, len(queries), int(fit_y.size))
     result.info["leaves"] = leaf_from
     return result, with_folds(tuned_first, per_fold)

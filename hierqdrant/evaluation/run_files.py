@@ -23,9 +23,10 @@ from hierqdrant.evaluation.plan import EvalContext, EvalPlan, fit_methods
 from hierqdrant.evaluation.protocols import (
     assign_folds,
     check_fold_classes,
+    finish_cross_fitting,
     fit_index,
     fold_record,
-    merge_results,
+    fold_splits,
     query_folds,
     with_folds,
 )
@@ -202,11 +203,7 @@ def _cross_fit(
     tuned_first: dict[str, TuneResult] = {}
     fold_info: list[dict[str, Any]] = []
     correct = 0
-    for f in range(k):
-        rows = np.flatnonzero(q_folds == f)
-        train = np.flatnonzero(fit_folds != f)
-        if rows.size == 0 or not model_names:
-            continue
+    for f, rows, train in fold_splits(q_folds, fit_folds, k) if model_names else ():
         what = f" (cross-fitting fold {f + 1}/{k})"
         base, methods, tuned = fit_methods(ctx, model_names, fit_src.features[train], fit_y[train], names, what=what)
         for r in tuned.values():
@@ -217,18 +214,5 @@ def _cross_fit(
         res = _rank(ctx, q_f, db_f, methods, len(names), scoring, f"ranking fold {f + 1}/{k}")
         parts.append((rows, res))
         fold_info.append(fold_record(f, rows.size, train.size, base, methods, tuned))
-    overlap = [rec["methods"]["overlap"] for rec in fold_info if "overlap" in rec["methods"]]
-    if overlap and plan.tuning is None:  # tuning looks at every threshold it tries itself
-        ctx.warn(*diagnostics.flat_tree([(o.get("threshold"), o["tree_height"]) for o in overlap]))
-    accuracy = correct / len(queries) if len(queries) else float("nan")
-    ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, f"on the {len(queries)} cross-fitted queries"))
-    ctx.extra["cross_fitting"] = {
-        "folds": k,
-        "seed": plan.seed,
-        "fit_items": int(fit_y.size),
-        "leaf_accuracy": accuracy,
-        "per_fold": fold_info,
-    }
-    result = merge_results(parts, len(queries))
-    result.metrics = {n: result.metrics[n] for n in ctx.names if n in result.metrics}
+    result = finish_cross_fitting(ctx, parts, fold_info, correct, len(queries), int(fit_y.size))
     return result, with_folds(tuned_first, fold_info)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,10 +175,8 @@ def test_a_url_with_a_bad_port_says_so_and_keeps_the_port(url: str, shown: str) 
 def test_query_options_are_checked_before_anything_loads(world: Store, args: list[str], line: str) -> None:
     """Issue 12 (8): `-k 0` was refused only after the model loaded and the query was embedded. Now the
     options are checked first: no store is opened (this store does not even exist)."""
-    start = time.perf_counter()
     result = run("query", world.jpeg, *args, "--data-dir", world.root / "no-store-here")
     assert one_error_line(result) == line
-    assert time.perf_counter() - start < 2.0
     assert not (world.root / "no-store-here").exists()
 
 
