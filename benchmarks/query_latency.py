@@ -20,9 +20,10 @@ Sections (markdown tables on stdout):
    raw ``EdgeShard.update(UpdateOperation.upsert_points([qdrant_edge.Point(...)]))`` of the same ids,
    vectors and payloads (the payload dicts built beforehand; a flush after every 10k chunk), and the raw
    path with a flush after every 1,024-point batch (what ``upsert_points`` does through
-   ``EdgeEngine.upsert``); rotating 10k chunks, batch 1,024. The plugin's default path (PCA + the leaf
-   inside) is timed on a subset for each query classifier (tied, mahalanobis), beside ``model.assign``
-   alone; a cProfile of one ``upsert_points`` call. Then HNSW is built (``EdgeEngine.optimize``).
+   ``EdgeEngine.upsert``), and the plugin's default path (raw features in: PCA and the model's leaves
+   inside, what an application calls); rotating 10k chunks, batch 1,024. The default path is also timed on a
+   subset for each query classifier (tied, mahalanobis), beside ``model.assign`` alone; a cProfile of one
+   ``upsert_points`` call. Then HNSW is built (``EdgeEngine.optimize``).
 2. **Latency** (one query per call): for each search mode — exact search params (``exact=True``), HNSW at
    default ef, HNSW at ef = 512 — every method runs on every query, round-robin with a rotating start, so
    machine noise hits all methods alike. ``plain (raw shard)`` is a cosine top-k through ``EdgeShard.query``
@@ -87,6 +88,7 @@ NEAR_TIE = 1e-5
 COLLECTION = "bench_plugin"
 RAW = "bench_raw"
 ASSIGNED = "bench_plugin_assign"
+DEFAULT_PATH = "bench_plugin_default"
 RAW_FLUSH = "bench_raw_flush"
 
 
@@ -265,6 +267,7 @@ def bench_upsert(
     """Interleaved 10k chunks of: the raw engine path (flush per chunk), the raw path with a flush after
     every batch (the plugin's pattern), and the plugin; then the default path on a subset and a profile."""
     create_collection(engine, COLLECTION, model)
+    create_collection(engine, DEFAULT_PATH, model)
     for name in (RAW, RAW_FLUSH):
         # the same payload indexes create_collection makes
         engine.create(name, model.dims, integer_index=["hq.ancestors", "hq.leaf"], keyword_index=["hq.model"])
@@ -297,10 +300,15 @@ def bench_upsert(
             batch_size=batch,
         )
 
+    def plugin_default(a: int, b: int) -> None:
+        # What an application calls: raw features in, PCA and the model's database leaves inside.
+        upsert_points(engine, DEFAULT_PATH, model, x[a:b], keys[a:b], payloads=own[a:b], batch_size=batch)
+
     paths: list[tuple[str, Callable[[int, int], None]]] = [
         ("raw", lambda a, b: raw_into(raw_shard, a, b, False)),
         ("raw, flush per batch", lambda a, b: raw_into(flush_shard, a, b, True)),
         ("plugin", plugin),
+        ("plugin, default path", plugin_default),
     ]
     spent = dict.fromkeys((p for p, _ in paths), 0.0)
     n = len(ids)
@@ -354,7 +362,7 @@ def bench_upsert(
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(10)
     text = buf.getvalue()
     profile = text[text.find("   ncalls") :].rstrip()
-    for name in (RAW, RAW_FLUSH, ASSIGNED):
+    for name in (RAW, RAW_FLUSH, ASSIGNED, DEFAULT_PATH):
         engine.delete(name)
 
     t_raw = spent["raw"]
@@ -370,12 +378,16 @@ def bench_upsert(
     for name, label in (
         ("raw, flush per batch", f"raw, but a flush after every {batch}-point batch"),
         ("plugin", "plugin upsert_points (leaves given, projected)"),
+        (
+            "plugin, default path",
+            f"plugin upsert_points (default: raw features, PCA + {model.query_classifier} leaf inside)",
+        ),
     ):
         rows.append([label, n, f"{spent[name]:.2f}", f"{n / spent[name]:,.0f}", f"{t_raw / spent[name]:.2f}"])
     for kind, (t_assigned, t_assign_only) in default_path.items():
         rows += [
             [
-                f"plugin upsert_points (default: PCA + {kind} leaf inside)",
+                f"  the same on the first {m:,} points alone, not interleaved ({kind} leaf)",
                 m,
                 f"{t_assigned:.2f}",
                 f"{m / t_assigned:,.0f}",
@@ -790,6 +802,48 @@ def profile_auto(searcher: HierarchicalSearcher, mode: Mode, xq: np.ndarray, k: 
 # ---------------------------------------------------------------------------------------------------- main
 
 
+def bench_and_print_upsert(
+    engine: EdgeEngine,
+    model: HierarchyModel,
+    other: HierarchyModel,
+    x: np.ndarray,
+    z: np.ndarray,
+    leaves: np.ndarray,
+    keys: list[str],
+    ids: list[str],
+    own: list[dict[str, Any]],
+    assign_n: int,
+) -> None:
+    """Section 1: the upsert paths compared, with the target line and the profile."""
+    rows, up_profile = bench_upsert(engine, model, other, x, z, leaves, keys, ids, own, assign_n)
+    print(table(["path", "points", "seconds", "points/s", "vs raw"], rows))
+    default_row = next(r for r in rows if "(default: raw features" in str(r[0]))
+    print(
+        f"\nTarget (issue 13): the default upsert path (interleaved with the raw one) ≥ 0.8× a raw upsert: "
+        f"{default_row[4]}× — {'met' if float(default_row[4]) >= 0.8 else 'MISSED'}"
+    )
+    print(
+        f"\ncProfile of one more 10k-point `upsert_points` call (leaves given), by own time:\n\n```\n{up_profile}\n```"
+    )
+
+
+def load_features(path: str, nq: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A features file: the train split (all rows without splits, less the queries) is the database, ``nq``
+    test rows (random, fixed by ``seed``) the queries."""
+    with np.load(path, allow_pickle=False) as f:
+        feats, labels = np.asarray(f["features"], dtype=np.float64), np.asarray(f["labels"], dtype=np.int64)
+        names = [str(c) for c in f["classes"]]
+        splits = np.asarray(f["splits"]).astype(str) if "splits" in f.files else None
+    rng = np.random.default_rng(seed)
+    if splits is not None and (splits == "test").any():
+        db, pool = np.flatnonzero(splits != "test"), np.flatnonzero(splits == "test")
+    else:
+        perm = rng.permutation(len(labels))
+        pool, db = perm[:nq], perm[nq:]
+    q = rng.choice(pool, size=min(nq, pool.size), replace=False)
+    return feats[db], labels[db], feats[q], labels[q], names
+
+
 def mode_default_ef(name: str) -> bool:
     return name.startswith("HNSW, default ef")
 
@@ -810,6 +864,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--query-classifier", default="tied", choices=["tied", "mahalanobis"], help="the searched model's leaf"
+    )
+    ap.add_argument(
+        "--features",
+        default=None,
+        help="a features .npz (features, labels, classes[, splits]) instead of the synthetic data: the train split "
+        "is the database and the model is fitted on it (the overlap tree), test rows are the queries",
+    )
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="skip the upsert comparison and the stage breakdown: plain upsert, then sections 2, 3 and the cProfile",
     )
     args = ap.parse_args(argv)
     if args.quick:
@@ -834,13 +899,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     t0 = time.perf_counter()
-    x, y, xq, yq = make_data(args.n, args.queries, args.dims, args.seed)
+    if args.features:
+        x, y, xq, yq, names = load_features(args.features, args.queries, args.seed)
+        args.n, args.queries = x.shape[0], xq.shape[0]
+        print(f"features: {args.features} ({args.n:,} database rows, {args.queries:,} queries, {len(names)} classes)\n")
+        fit_tree: dict[str, Any] = {"builder": "overlap"}
+    else:
+        x, y, xq, yq = make_data(args.n, args.queries, args.dims, args.seed)
+        names = [f"c{i:03d}" for i in range(GROUPS * FAMILIES * LEAVES)]
+        fit_tree = {"builder": "given", "taxonomy": make_tree()}
     model = HierarchyModel.fit(
         x,
         y,
-        class_names=[f"c{i:03d}" for i in range(GROUPS * FAMILIES * LEAVES)],
-        builder="given",
-        taxonomy=make_tree(),
+        class_names=names,
+        **fit_tree,
         n_components=None,
         alpha=alphas[0],
         query_classifier=args.query_classifier,
@@ -873,18 +945,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="hq-query-bench-", dir=base))
     engine = EdgeEngine(data_dir)
     try:
-        print(f"## Upsert ({uptime()})\n")
-        rows, up_profile = bench_upsert(engine, model, other, x, z, leaves, keys, ids, own, args.assign_n)
-        print(table(["path", "points", "seconds", "points/s", "vs raw"], rows))
-        tied_row = next(r for r in rows if "tied leaf inside" in str(r[0]))
-        print(
-            f"\nTarget (issue 13): the default upsert path with the tied leaf ≥ 0.8× a raw upsert: "
-            f"{tied_row[4]}× — {'met' if float(tied_row[4]) >= 0.8 else 'MISSED'}"
-        )
-        print(
-            "\ncProfile of one more 10k-point `upsert_points` call (leaves given), by own time:\n\n"
-            f"```\n{up_profile}\n```"
-        )
+        if args.latency_only:
+            create_collection(engine, COLLECTION, model)
+            upsert_points(engine, COLLECTION, model, z, keys, payloads=own, leaves=leaves, projected=True)
+        else:
+            print(f"## Upsert ({uptime()})\n")
+            bench_and_print_upsert(engine, model, other, x, z, leaves, keys, ids, own, args.assign_n)
         t0 = time.perf_counter()
         engine.optimize(COLLECTION)
         t_opt = time.perf_counter() - t0
@@ -939,15 +1005,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         searcher = HierarchicalSearcher(engine, COLLECTION, model=model, alpha=alphas[0])
         print(f"## Where the time goes (α = {alphas[0]:g}, {args.profile_reps} queries; {uptime()})\n")
-        for mode in modes:
+        for mode in [] if args.latency_only else modes:
             print(f"### {mode.name}\n")
             print(stage_breakdown(engine, searcher, model, mode, xq, args.k, args.profile_reps) + "\n")
             print(engine_requests(engine, model, mode, zq, leaf_q, args.k, args.profile_reps) + "\n")
-        print("### The query's leaf (tied vs Mahalanobis over K classes), one row\n")
-        print(
-            assign_variants({model.query_classifier: model, other.query_classifier: other}, zq, args.profile_reps)
-            + "\n"
-        )
+        if not args.latency_only:
+            print("### The query's leaf (tied vs Mahalanobis over K classes), one row\n")
+            print(
+                assign_variants({model.query_classifier: model, other.query_classifier: other}, zq, args.profile_reps)
+                + "\n"
+            )
         print(f"### cProfile of {args.profile_reps} auto searches ({modes[-1].name}), by own time\n")
         print("```\n" + profile_auto(searcher, modes[-1], xq, args.k, args.profile_reps) + "\n```\n")
         print(f"`uptime` at the end: {uptime()}")

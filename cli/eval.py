@@ -37,6 +37,8 @@ from .eval_shared import (
     hooks,
     metrics_table,
     parse_ints,
+    print_gaussianity,
+    print_leaf_sources,
     print_line,
     print_notes,
     print_warnings,
@@ -47,6 +49,7 @@ from .eval_shared import (
     warn_skipped,
 )
 from .fit_options import paper_option, query_classifier_option
+from .report_files import check_report_paths, write_eval_report
 
 DEFAULT_METHODS = "cosine-raw,euclidean-raw,euclidean,cosine,hierarchy-only,overlap,ward,given"
 
@@ -174,6 +177,19 @@ def eval_command(
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
     plot: Path | None = typer.Option(None, "--plot", help="Save map@k against k per method (.png/.pdf/.svg)."),
+    html: Path | None = typer.Option(
+        None,
+        "--html",
+        help="Also write a self-contained HTML report: the tables, map@k against k, the tree and example queries "
+        "where the hierarchical ranking differs most from cosine (thumbnails when the items are image files).",
+    ),
+    image_root: list[Path] = typer.Option(
+        [],
+        "--image-root",
+        envvar="HIERQDRANT_IMAGE_ROOT",
+        metavar="DIR",
+        help="Folder a collection was ingested from, where --html finds its images (repeatable).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -186,6 +202,7 @@ def eval_command(
     from hierqdrant.evaluation.sources import EmbedOptions
 
     show = not quiet
+    check_report_paths(html=html)
     if paper:  # the paper's leaf sources and PCA; refuse an explicit value it would override
         clash = [
             flag
@@ -242,6 +259,9 @@ def eval_command(
         query_classifier=query_classifier.value if query_classifier is not None else None,
     )
     report = run_eval(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(show))
+    if html is not None:
+        write_eval_report(html, report, db, queries, image_root, lambda: open_engine(url, api_key, data_dir))
+        report.extra["html"] = str(html)
     if as_json:
         if not quiet:
             print_warnings(report.warnings, to_stderr=True)
@@ -257,6 +277,8 @@ def eval_command(
         f"({report.sources.get('queries_from', '')}); mahp/hdist/severity scored by {result.scored_by}"
     )
     show_table(metrics_table(result, title))
+    print_leaf_sources(report.extra.get("leaf_sources"))
+    print_gaussianity(report.extra.get("gaussianity"))
     print_warnings(report.warnings)
     print_notes(report.notes)
     show_table(settings_table(result))
@@ -267,4 +289,6 @@ def eval_command(
         )
     if plot is not None:
         print_line(f"plot: {plot}")
+    if html is not None:
+        print_line(f"report: {html}")
     raise typer.Exit(EXIT_OK)

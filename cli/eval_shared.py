@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -105,11 +105,12 @@ def tune_settings(
 
 
 def chosen(result: TuneResult) -> str:
-    """``PCA 0.95 (19 dims), t=0.1, α=3`` (``t=–`` for ward and given): what tuning chose."""
+    """``tied query leaf, PCA 0.95 (19 dims), t=0.1, α=3`` (``t=–`` for ward and given): what tuning chose."""
     from hierqdrant.evaluation.tune_grid import pca_label
 
     t = result.best_threshold if result.best_threshold is not None else "–"
-    return f"PCA {pca_label(result.best_pca)} ({result.best_dims} dims), t={t}, α={result.best_alpha:g}"
+    leaf = f"{result.best_classifier} query leaf, " if result.best_classifier else ""
+    return f"{leaf}PCA {pca_label(result.best_pca)} ({result.best_dims} dims), t={t}, α={result.best_alpha:g}"
 
 
 def print_warnings(warnings: Sequence[str], *, to_stderr: bool = False) -> None:
@@ -117,6 +118,41 @@ def print_warnings(warnings: Sequence[str], *, to_stderr: bool = False) -> None:
     out = err_console if to_stderr else console
     for w in warnings:
         out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+
+
+def print_leaf_sources(record: dict[str, Any] | None) -> None:
+    """``leaves: tied query classifier (accuracy 0.850 on the queries), database leaves from label (1.000)``."""
+    if not record:
+        return
+
+    def share(v: float | None) -> str:
+        return "not measured" if v is None else f"{v:.3f}"
+
+    console.print(
+        f"leaves: {escape(record['query_classifier'])} query classifier (leaf accuracy "
+        f"{share(record['query_accuracy'])} on the queries), database leaves from {escape(record['leaf_from'])} "
+        f"({share(record['database_accuracy'])})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_gaussianity(record: dict[str, Any] | None, limit: int = 5) -> None:
+    """``gaussianity: median KS 0.041 (radii vs χ²), 0.062 (top axes); least Gaussian: cat 0.21, dog 0.17 …``
+    (DESIGN.md §1.9; classes with axis KS ≥ 0.1 in yellow: consider ingest --split-classes)."""
+    if not record or record.get("median_ks") is None:
+        return
+    rows = [(name, s["axis_ks"]) for name, s in record["classes"].items() if s.get("axis_ks") is not None]
+    rows.sort(key=lambda r: -r[1])
+    worst = ", ".join(
+        (f"[yellow]{escape(n)} {v:.2f}[/]" if v >= 0.1 else f"{escape(n)} {v:.2f}") for n, v in rows[:limit]
+    )
+    console.print(
+        f"gaussianity: median KS {record['median_ks']:.3f} (radii vs χ²), {record['median_axis_ks']:.3f} "
+        f"(top axes); least Gaussian (axis KS): {worst}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_notes(notes: Sequence[str]) -> None:
@@ -169,14 +205,14 @@ def settings_table(result: EvalResult) -> Table:
 
 
 def tune_table(result: TuneResult) -> Table:
-    """The grid as a (PCA, t) × α table (ward/given: one row per PCA), best cell bold."""
+    """The grid as a (query classifier, PCA, t) × α table (ward/given: one row per PCA), best cell bold."""
     from hierqdrant.evaluation.tune_grid import pca_label
 
-    keys: list[tuple[object, float | None]] = []
+    keys: list[tuple[str, object, float | None]] = []
     alphas: list[float] = []
     for r in result.rows:
-        if (r.pca, r.threshold) not in keys:
-            keys.append((r.pca, r.threshold))
+        if (r.classifier, r.pca, r.threshold) not in keys:
+            keys.append((r.classifier, r.pca, r.threshold))
         if r.alpha not in alphas:
             alphas.append(r.alpha)
     widened = f"; widened: {', '.join(result.widened)}" if result.widened else ""
@@ -186,22 +222,26 @@ def tune_table(result: TuneResult) -> Table:
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
+    table.add_column("query leaf")
     table.add_column("PCA (dims)")
     table.add_column("t \\ α" if result.builder == "overlap" else result.builder)
     table.add_column("height", justify="right")
     for a in sorted(alphas):
         table.add_column(f"{a:g}", justify="right")
-    for pca, t in keys:
-        rows = {r.alpha: r for r in result.rows if r.pca == pca and r.threshold == t}
+    best = (result.best_classifier, result.best_pca, result.best_threshold)
+    for c, pca, t in keys:
+        rows = {r.alpha: r for r in result.rows if (r.classifier, r.pca, r.threshold) == (c, pca, t)}
         first = next(iter(rows.values()))
-        cells = [f"{pca_label(pca)} ({first.dims})", "–" if t is None else f"{t:g}", str(first.height)]  # type: ignore[arg-type]
+        accuracy = result.classifier_accuracy.get(c, float("nan"))
+        leaf = f"{c} ({accuracy:.3f})" if math.isfinite(accuracy) else c
+        cells = [leaf, f"{pca_label(pca)} ({first.dims})", "–" if t is None else f"{t:g}", str(first.height)]  # type: ignore[arg-type]
         for a in sorted(alphas):
             cell = rows.get(a)
             if cell is None or not math.isfinite(cell.score):
                 cells.append("–")
                 continue
             text = f"{cell.score:.4f}"
-            if (pca, t, a) == (result.best_pca, result.best_threshold, result.best_alpha):
+            if (c, pca, t) == best and a == result.best_alpha:
                 text = f"[bold]{text}[/]"
             cells.append(text)
         table.add_row(*cells)

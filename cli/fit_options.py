@@ -78,4 +78,4 @@ def fit_settings(
             flags = ", ".join("--" + name.replace("_", "-") for name in clash)
             raise InputError(f"--paper fixes {flags}", f"drop {flags}, or drop --paper")
         return cls.paper(**settings)
-    return cls(**given, **settings)
+    return cls(**given, **settings, pinned=frozenset(given) & {"pca", "query_classifier"})

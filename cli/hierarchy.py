@@ -176,9 +176,10 @@ def show_command(
     """Print a model's class tree with class names, node heights and sizes."""
     model = _load(model_dir, collection, url, api_key, data_dir)
     if as_json:
-        print_json({**model.summary(), "hierarchy": model.hierarchy.to_dict()})
+        extra = {"subclass_of": model.subclasses.subclass_of.tolist()} if model.subclasses is not None else {}
+        print_json({**model.summary(), "hierarchy": model.hierarchy.to_dict(), **extra})
         return
-    console.print(model.hierarchy.rich_tree())
+    console.print(model.hierarchy.rich_tree(marks=model.subclass_marks()))
     _print_summary(model.summary())
 
 

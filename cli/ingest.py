@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from .choices import BuilderName, DeviceName, LeafFromName, QueryClassifierName
+from hierqdrant.vision.devices import Backend
+
+from .choices import BuilderName, DeviceName, LeafFromName, QueryClassifierName, choices
 from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -22,6 +26,11 @@ from .common import (
     url_option,
 )
 from .fit_options import fit_settings, leaf_from_option, paper_option, pca_option, query_classifier_option
+
+if TYPE_CHECKING:  # to the type checker a choice is an Enum whose ``.value`` is the chosen string
+    BackendName = Enum
+else:
+    BackendName = choices("BackendName", Backend)
 
 
 @handle_errors
@@ -53,6 +62,15 @@ def ingest_command(
     ),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per embedding batch."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (default: min(8, CPUs))."),
+    backend: BackendName = typer.Option(
+        BackendName("local"),
+        "--backend",
+        help="Where to embed: local (this process) or ray (a pool of Ray actors, one per GPU, else one per CPU; "
+        'pip install "hierqdrant[ray]"; uses RAY_ADDRESS or an existing ray.init, else a local instance).',
+    ),
+    ray_concurrency: int | None = typer.Option(
+        None, "--ray-concurrency", min=1, help="With --backend ray: how many embedding actors."
+    ),
     builder: BuilderName = typer.Option(
         BuilderName("overlap"), "--builder", help="overlap (the paper), ward or given."
     ),
@@ -70,6 +88,12 @@ def ingest_command(
         "--head",
         help="With --query-classifier head and a features file: the checkpoint of the network the features "
         "came from, whose final layer scores the classes (from images, the backbone's own is used).",
+    ),
+    split_classes: bool = typer.Option(
+        False,
+        "--split-classes",
+        help="Sub-class leaves: split each class whose features are several clusters (Gaussian mixtures, k by"
+        " BIC), each sub-class under its class's node. Automatic with a --objective gaussian checkpoint.",
     ),
     tune: bool = typer.Option(
         False, "--tune", help="Choose t and α on a validation split of the labelled training images."
@@ -89,6 +113,12 @@ def ingest_command(
         help="If another process is writing the collection, wait for it to finish instead of failing.",
     ),
     upsert_batch: int = typer.Option(1024, "--upsert-batch", min=1, help="Points per upsert request."),
+    shards: int | None = typer.Option(
+        None, "--shards", min=1, help="Shards of a new collection on a Qdrant server or cluster (default: 1)."
+    ),
+    replicas: int | None = typer.Option(
+        None, "--replicas", min=1, help="Copies of each shard of a new collection on a Qdrant cluster (default: 1)."
+    ),
     payload_key: str = typer.Option("hq", "--payload-key", help="Payload namespace of the plugin's fields."),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
@@ -129,11 +159,14 @@ def ingest_command(
         device=device.value,
         batch_size=batch_size,
         num_workers=workers,
+        backend=backend.value,
+        ray_concurrency=ray_concurrency,
         builder=builder.value,
         threshold=threshold,
         alpha=alpha,
         taxonomy=taxonomy,
         head=head,
+        split_classes=split_classes,
         payload_key=payload_key,
         tune=tune,
         tune_metric=tune_metric,
@@ -141,6 +174,8 @@ def ingest_command(
         recreate=recreate,
         wait=wait,
         upsert_batch=upsert_batch,
+        shards=shards,
+        replicas=replicas,
         cache_dir=data_dir / "cache",
         progress=show and err_console.is_terminal,
     )

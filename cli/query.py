@@ -26,6 +26,7 @@ from .common import (
     resolve_collection,
     url_option,
 )
+from .report_files import check_report_paths, write_reports
 
 QUERY_INPUTS = "image files, folders of images or a features file made by `hierqdrant embed`"
 
@@ -134,12 +135,8 @@ def query_command(
         "-c",
         help="Collection (default: the only one in the store, else $HIERQDRANT_COLLECTION).",
     ),
-    strategy: StrategyName = typer.Option(
-        StrategyName("auto"), "--strategy", help="auto, exact, rerank or formula."
-    ),
-    alpha: float | None = typer.Option(
-        None, "--alpha", help="Weight of the hierarchy term (default: the model's)."
-    ),
+    strategy: StrategyName = typer.Option(StrategyName("auto"), "--strategy", help="auto, exact, rerank or formula."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Weight of the hierarchy term (default: the model's)."),
     filters: list[str] = typer.Option(
         [], "--filter", help="key=value on the stored payload (repeatable), e.g. split=train or hq.label=cat."
     ),
@@ -150,13 +147,26 @@ def query_command(
         None, "--weights", "-w", help="The local checkpoint the collection was embedded with, if it moved."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
-    exact_search: bool = typer.Option(
-        False, "--exact-search", help="Exhaustive search on every prefetch (no HNSW)."
-    ),
+    exact_search: bool = typer.Option(False, "--exact-search", help="Exhaustive search on every prefetch (no HNSW)."),
     hnsw_ef: int | None = typer.Option(None, "--hnsw-ef", help="HNSW ef for every prefetch."),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    html: Path | None = typer.Option(
+        None,
+        "--html",
+        help="Also write a self-contained HTML report: per query its image and leaf, the cosine and the "
+        "hierarchical top-k with thumbnails, labels, D, cosine and LCA.",
+    ),
+    grid: Path | None = typer.Option(None, "--grid", help="Also write the same as a PNG contact sheet."),
+    image_root: list[Path] = typer.Option(
+        [],
+        "--image-root",
+        envvar="HIERQDRANT_IMAGE_ROOT",
+        metavar="DIR",
+        help="Folder the collection was ingested from, where the results' paths are found (for --html and "
+        "--grid; default: the folders above the query images, then the working directory). Repeatable.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rank a collection by D = cosine distance + α·height(LCA)/H for each query image."""
@@ -165,6 +175,7 @@ def query_command(
 
     # options first: before the model loads and the queries are embedded
     check_at_least(1, k=k, hnsw_ef=hnsw_ef)
+    check_report_paths(html=html, grid=grid)
     if alpha is not None:
         check_alpha(alpha)
     query_filter = parse_filters(filters)
@@ -179,6 +190,12 @@ def query_command(
         names, vectors, zero = _drop_zero(searcher.model, names, vectors)
         skipped += zero
         results = [] if vectors is None else searcher.search_batch(vectors, k, filter=query_filter, explain=True)
+        # The report compares with plain cosine: the same search with α = 0 (exact, so it is the true top-k).
+        cosine = (
+            searcher.search_batch(vectors, k, filter=query_filter, strategy="exact", explain=True, alpha=0.0)
+            if (html or grid) and vectors is not None
+            else []
+        )
     finally:
         engine.close()
     model = searcher.model
@@ -193,8 +210,14 @@ def query_command(
             "queries": queries,
             "skipped": [{"path": p, "reason": r} for p, r in skipped],
             "warnings": warnings,
+            **({"reports": reports} if reports else {}),
         }
 
+    reports: dict[str, str] = {}
+    if (html or grid) and names:
+        reports = write_reports(
+            html, grid, searcher, name, names, {"cosine": cosine, "hierarchical": results}, images, image_root, k
+        )
     if not names:  # nothing to query: the reasons (in the JSON too), then the one-line error
         if as_json:
             print_json(document([]))
@@ -216,9 +239,7 @@ def query_command(
         )
     else:
         for qname, hits in zip(names, results, strict=True):
-            leaf_name = (
-                model.class_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
-            )
+            leaf_name = model.class_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
             table = Table(title=f"{qname}  [dim](query leaf: {leaf_name})[/]", title_justify="left")
             table.add_column("rank", justify="right")
             table.add_column("D", justify="right")

@@ -13,12 +13,13 @@ from .choices import DeviceName
 from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, check_at_least, console, err_console, handle_errors, print_json
 
 if TYPE_CHECKING:
-    from hierqdrant.vision.train import EpochStats
+    from hierqdrant.vision.train import EpochStats, TrainResult
 
 
 class ObjectiveName(str, Enum):
     ce = "ce"
     semantic = "semantic"
+    gaussian = "gaussian"
 
 
 @handle_errors
@@ -40,7 +41,15 @@ def train_command(
     val_share: float = typer.Option(0.2, "--val-share", help="Share of each class held out for validation."),
     image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the backbone's)."),
     objective: ObjectiveName = typer.Option(
-        ObjectiveName.ce, "--objective", help="ce (a classifier) or semantic (Barz & Denzler class embeddings)."
+        ObjectiveName.ce,
+        "--objective",
+        help="ce (a classifier), semantic (Barz & Denzler class embeddings) or gaussian (CE + triplet loss; every"
+        " --split-every epochs, classes whose features are not one Gaussian are split into sub-classes).",
+    ),
+    split_every: int = typer.Option(5, "--split-every", help="--objective gaussian: epochs between splits."),
+    max_splits: int = typer.Option(2, "--max-splits", help="--objective gaussian: the most splits (0: none)."),
+    triplet_margin: float = typer.Option(
+        0.5, "--triplet-margin", help="--objective gaussian: triplet loss margin (between unit-normalised features)."
     ),
     taxonomy: Path | None = typer.Option(None, "--taxonomy", help="Class tree for --objective semantic."),
     augment: str | None = typer.Option(
@@ -77,6 +86,10 @@ def train_command(
     if not 0 < val_share < 1:
         raise InputError(f"--val-share {val_share} must be between 0 and 1", "e.g. --val-share 0.2")
     augment = check_augment(augment)
+    check_at_least(1, split_every=split_every)
+    check_at_least(0, max_splits=max_splits)
+    if not triplet_margin >= 0:
+        raise InputError(f"--triplet-margin {triplet_margin} must be ≥ 0", "e.g. --triplet-margin 1")
 
     config = TrainConfig(
         model=model,
@@ -99,13 +112,25 @@ def train_command(
     # document). The bar within an epoch only on a terminal.
     log = lambda msg: err_console.print(f"[dim]{escape(msg)}[/]", highlight=False, soft_wrap=True)  # noqa: E731
     rows = None if as_json else EpochRows()
-    result = train(dataset, out, config, console=err_console, progress=err_console.is_terminal, log=log, on_epoch=rows)
+    result: TrainResult
+    if objective is ObjectiveName.gaussian:
+        from hierqdrant.vision.gaussian_objective import GaussianConfig, train_gaussian
+
+        gauss = GaussianConfig(split_every=split_every, max_splits=max_splits, triplet_margin=triplet_margin)
+        result = train_gaussian(dataset, out, config, gauss, console=err_console, progress=err_console.is_terminal,
+                                log=log, on_epoch=rows)  # fmt: skip
+    else:
+        result = train(dataset, out, config, console=err_console, progress=err_console.is_terminal, log=log,
+                       on_epoch=rows)  # fmt: skip
     if as_json:
         print_json(result.to_dict())
     else:
         if result.resumed_after:
             console.print(f"resumed after epoch {result.resumed_after} from {result.last_checkpoint}")
         console.print(f"best: epoch {result.best_epoch}, validation accuracy {result.best_val_acc:.4f} → {out}")
+        subclass_of = getattr(result, "subclass_of", None)
+        if subclass_of is not None:
+            console.print(f"{len(subclass_of)} sub-classes of {len(result.classes)} classes (ingest makes them leaves)")
         console.print(f"[dim]next: hierqdrant ingest {dataset} --collection NAME --model {model} --weights {out}[/]")
         for path, reason in result.skipped:
             err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
@@ -121,8 +146,11 @@ class EpochRows:
         self.started = False
 
     def __call__(self, stats: EpochStats, best_epoch: int, resumed: bool) -> None:
+        # --objective gaussian: one more column, the sub-classes (head outputs) after the epoch's split
+        sub = getattr(stats, "subclasses", None)
+        columns = self.COLUMNS + ((("sub-classes", 11),) if sub is not None else ())
         if not self.started:
-            console.print("  ".join(f"{name:>{width}}" for name, width in self.COLUMNS), style="bold", highlight=False)
+            console.print("  ".join(f"{name:>{width}}" for name, width in columns), style="bold", highlight=False)
             self.started = True
         values = (
             str(stats.epoch),
@@ -131,7 +159,7 @@ class EpochRows:
             f"{stats.val_acc:.4f}",
             f"{stats.images_per_s:,.0f}",
             f"{stats.seconds:.1f}",
-        )
-        line = "  ".join(f"{v:>{width}}" for v, (_, width) in zip(values, self.COLUMNS, strict=True))
+        ) + ((str(sub),) if sub is not None else ())
+        line = "  ".join(f"{v:>{width}}" for v, (_, width) in zip(values, columns, strict=True))
         note = "  (resumed)" if resumed else ("  best" if best_epoch == stats.epoch else "")
         console.print(line + note, style="dim" if resumed else None, highlight=False)

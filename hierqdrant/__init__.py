@@ -18,6 +18,7 @@ _LAZY = {
     "HierarchyModel": "hierqdrant.core.model",
     "FeatureSet": "hierqdrant.core.features",
     "HierarchicalSearcher": "hierqdrant.store.search",
+    "AsyncHierarchicalSearcher": "hierqdrant.store.async_search",
     "SearchHit": "hierqdrant.store.search",
     "connect": "hierqdrant.store.engines",
     "HierqdrantError": "hierqdrant.core.errors",
@@ -27,6 +28,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncHierarchicalSearcher",
     "FeatureSet",
     "HierarchicalSearcher",
     "Hierarchy",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from hierqdrant.core.hierarchy import Hierarchy
     from hierqdrant.core.model import HierarchyModel
     from hierqdrant.pipelines.attach import attach, detach
+    from hierqdrant.store.async_search import AsyncHierarchicalSearcher
     from hierqdrant.store.collection import hq_payload_for
     from hierqdrant.store.engines import connect
     from hierqdrant.store.search import HierarchicalSearcher, SearchHit

@@ -10,6 +10,7 @@ rank  packages                                   what lives there
 1     ``hierqdrant.store``, ``hierqdrant.vision`` Qdrant engines and search; images and networks
 2     ``hierqdrant.evaluation``                  metrics, ranking, tuning, plots
 3     ``hierqdrant.pipelines``                   ingest, demo
+3     ``hierqdrant.reports``                     HTML reports, contact sheets, SVG figures
 top   ``hierqdrant`` (``__init__``/``__main__``)  facades: lazy re-exports; the CLI entry point
 top   ``hierqdrant_cli`` (the ``cli/`` folder)    the Typer front end
 ====  =========================================  ==============================================
@@ -48,6 +49,7 @@ LAYER_RANKS = {
     "hierqdrant.vision": 1,
     "hierqdrant.evaluation": 2,
     "hierqdrant.pipelines": 3,
+    "hierqdrant.reports": 3,
 }
 FACADES = {"hierqdrant", "hierqdrant.__main__"}
 CLI_ENTRY_POINT = "hierqdrant.__main__"
@@ -57,6 +59,7 @@ CLI_PACKAGE = "hierqdrant_cli"
 HEAVY_DEPENDENCIES = ("qdrant_client", "qdrant_edge", "torch", "torchvision", "typer", "rich")
 PUBLIC_NAMES = {
     "HierarchicalSearcher": "hierqdrant.store.search",
+    "AsyncHierarchicalSearcher": "hierqdrant.store.async_search",
     "HierarchyModel": "hierqdrant.core.model",
     "connect": "hierqdrant.store.engines",
     "Hierarchy": "hierqdrant.core.hierarchy",

@@ -178,7 +178,86 @@ def build_given(
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     tree = Hierarchy.read(taxonomy, class_names=names, leaf_offset=leaf_offset)
     if tree.num_leaves != num_classes:
-        raise InputError(
-            f"the taxonomy has {tree.num_leaves} leaves but the features have {num_classes} classes"
-        )
+        raise InputError(f"the taxonomy has {tree.num_leaves} leaves but the features have {num_classes} classes")
     return tree
+
+
+def build_tree(
+    builder: str,
+    points: np.ndarray,
+    labels: np.ndarray,
+    gaussians: Gaussians,
+    class_names: Sequence[str],
+    *,
+    threshold: float | None = None,
+    taxonomy: str | Path | Hierarchy | None = None,
+    leaf_offset: int | None = None,
+    estimator: Estimator = "ledoit-wolf",
+) -> tuple[Hierarchy, dict[str, object]]:
+    """The tree of ``builder`` over the classes of ``gaussians`` (one per class of ``labels``), and what
+    goes into the model's fit report (the overlap levels)."""
+    k = gaussians.num
+    names = list(class_names)
+    if builder == "overlap":
+        tree, report = build_overlap(
+            points, labels, gaussians, check_threshold(threshold or 0.3), class_names=names, estimator=estimator
+        )
+        return tree, {"overlap_levels": [vars(level) for level in report.levels], "root_added": report.root_added}
+    if builder == "ward":
+        return build_ward(gaussians.means, names), {}
+    if builder != "given":
+        raise InputError(f"unknown builder {builder!r}", f"use one of {', '.join(BUILDERS)}")
+    if taxonomy is None:
+        raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
+    if isinstance(taxonomy, Hierarchy):
+        if taxonomy.num_leaves != k:
+            raise InputError(f"the taxonomy has {taxonomy.num_leaves} leaves for {k} classes")
+        return taxonomy, {}
+    return build_given(taxonomy, names, k, leaf_offset), {}
+
+
+def graft_subclasses(class_tree: Hierarchy, subclass_of: np.ndarray, leaf_names: Sequence[str]) -> Hierarchy:
+    """The tree whose leaves are the sub-classes (DESIGN.md §1.9): each sub-class of a split class hangs
+    directly under a new node named after its class, which takes the class's place in ``class_tree``; a
+    class with one sub-class stays a leaf. Node ids: sub-class leaves ``0 … K'−1``, then the split classes'
+    nodes in class order, then the class tree's inner nodes in their order (the root stays last)."""
+    s = np.asarray(subclass_of, dtype=np.int64)
+    k, kp = class_tree.num_leaves, int(s.size)
+    counts = np.bincount(s, minlength=k)
+    split = np.flatnonzero(counts > 1)
+    class_node = np.searchsorted(s, np.arange(k))  # an unsplit class: its one leaf
+    class_node[split] = kp + np.arange(split.size)
+    inner0 = kp + split.size
+
+    def new_id(v: int) -> int:
+        return -1 if v < 0 else int(class_node[v]) if v < k else inner0 + v - k
+
+    parent = np.empty(inner0 + class_tree.num_nodes - k, dtype=np.int64)
+    for leaf, c in enumerate(s.tolist()):
+        parent[leaf] = class_node[c] if counts[c] > 1 else new_id(int(class_tree.parent[c]))
+    for c in split.tolist():
+        parent[class_node[c]] = new_id(int(class_tree.parent[c]))
+    for v in range(k, class_tree.num_nodes):
+        parent[inner0 + v - k] = new_id(int(class_tree.parent[v]))
+    names = class_tree.node_names
+    node_names = [*leaf_names, *(names[c] for c in split.tolist()), *names[k:]]
+    return Hierarchy(parent, kp, class_names=list(leaf_names), node_names=node_names)
+
+
+def build_with_subclasses(
+    builder: str,
+    points: np.ndarray,
+    leaf_labels: np.ndarray,
+    subclass_of: np.ndarray,
+    class_names: Sequence[str],
+    leaf_names: Sequence[str],
+    **options: object,
+) -> tuple[Hierarchy, dict[str, object]]:
+    """The builder's tree over the classes (their own Gaussians, from the points of all their sub-classes;
+    a given taxonomy names classes), with the sub-classes grafted under it (:func:`graft_subclasses`)."""
+    z = np.asarray(points, dtype=np.float64)
+    y = np.asarray(subclass_of)[np.asarray(leaf_labels, dtype=np.int64)]
+    estimator = options.get("estimator", "ledoit-wolf")
+    class_gaussians = Gaussians.fit(z, y, len(class_names), estimator=estimator)  # type: ignore[arg-type]
+    tree, info = build_tree(builder, z, y, class_gaussians, class_names, **options)  # type: ignore[arg-type]
+    return graft_subclasses(tree, subclass_of, leaf_names), info

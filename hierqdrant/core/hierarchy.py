@@ -460,13 +460,15 @@ class Hierarchy:
 
     # -- display ---------------------------------------------------------------------------------
 
-    def rich_tree(self, max_children: int = 50) -> Any:
-        """A ``rich.tree.Tree`` with class names on leaves and node id, height and size on inner nodes."""
+    def rich_tree(self, max_children: int = 50, marks: dict[int, str] | None = None) -> Any:
+        """A ``rich.tree.Tree`` with class names on leaves and node id, height and size on inner nodes;
+        ``marks`` adds a note to some nodes (e.g. "sub-class of cat")."""
         from rich.tree import Tree
 
         def label(v: int) -> str:
+            note = f" [magenta]{marks[v]}[/]" if marks and v in marks else ""
             if v < self.num_leaves:
-                return f"[bold]{self.class_names[v]}[/] [dim]#{v}[/]"
+                return f"[bold]{self.class_names[v]}[/] [dim]#{v}[/]{note}"
             size = len(self.leaves_under(v))
             return f"[cyan]{self.node_names[v]}[/] [dim]#{v} h={int(self.height[v])} ({size} classes)[/]"
 

@@ -36,6 +36,7 @@ from hierqdrant.core.features import check_features, check_labels
 from hierqdrant.core.gaussian import ESTIMATORS, Gaussians, NearestClass, Projection
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model_files import ARRAYS, MANIFEST, MODEL_FORMAT, MODEL_VERSION
+from hierqdrant.core.subclasses import SubclassMap
 
 __all__ = [
     "ARRAYS",
@@ -67,10 +68,16 @@ class HierarchyModel:
     query_classifier: QueryClassifier = "mahalanobis"
     leaf_from: LeafFrom = "predicted"
     classifier: LinearClassifier | None = None  # tied: on the PCA vector z; head: on the raw feature x
+    # Sub-class leaves (DESIGN.md §1.9): the tree's leaves are sub-classes of these classes; None: leaf = class.
+    subclasses: SubclassMap | None = None
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
         self._check_leaf_sources()
+        if self.subclasses is not None and self.subclasses.subclass_of.size != self.hierarchy.num_leaves:
+            raise InputError(
+                f"the sub-class map has {self.subclasses.subclass_of.size} leaves, the tree {self.num_classes}"
+            )
         self._nearest: NearestClass | None = None
         self._lca_height: np.ndarray | None = None
         self._model_id: str | None = None
@@ -96,6 +103,7 @@ class HierarchyModel:
         query_classifier: str = "tied",
         leaf_from: str = "label",
         head: LinearClassifier | None = None,
+        subclass_of: Sequence[int] | np.ndarray | None = None,
     ) -> HierarchyModel:
         """Fit PCA, one shrunk Gaussian per class, the class tree and the query classifier.
 
@@ -106,9 +114,19 @@ class HierarchyModel:
         classifier of the raw features whose classes are ``class_names``). ``leaf_from``: how stored images
         get their leaf (``label`` where known, else predicted; ``predicted`` for all).
         The paper's exact setting: ``query_classifier="mahalanobis", leaf_from="predicted", n_components=0.95``.
+        ``subclass_of`` (K' class indices): sub-class leaves (DESIGN.md §1.9) — ``labels`` are then sub-class
+        indices, ``class_names`` the K classes, and the builder's tree over the classes gets each class's
+        sub-classes grafted under it (a given taxonomy names classes).
         """
         check_leaf_sources(query_classifier, leaf_from)
         x = check_features(features)
+        subclasses = None
+        if subclass_of is not None:
+            names_k = (
+                list(class_names) if class_names is not None else [str(c) for c in range(int(max(subclass_of)) + 1)]
+            )
+            subclasses = SubclassMap(names_k, np.asarray(subclass_of))
+            class_names = subclasses.leaf_names
         k_given = len(class_names) if class_names is not None else None
         y = check_labels(labels, x.shape[0], k_given)
         if builder not in builders.BUILDERS:
@@ -139,27 +157,14 @@ class HierarchyModel:
             "images": int(x.shape[0]),
             "tied_classes": np.flatnonzero(gaussians.tied).tolist() if gaussians.tied is not None else [],
         }
-        if builder == "overlap":
-            tree, report = builders.build_overlap(
-                z,
-                y,
-                gaussians,
-                threshold,
-                class_names=names,
-                estimator=covariance,  # type: ignore[arg-type]
-            )
-            info["overlap_levels"] = [vars(level) for level in report.levels]
-            info["root_added"] = report.root_added
-        elif builder == "ward":
-            tree = builders.build_ward(gaussians.means, names)
+        options: dict[str, Any] = dict(threshold=threshold, taxonomy=taxonomy, leaf_offset=leaf_offset)
+        options["estimator"] = covariance
+        if subclasses is None:
+            tree, report = builders.build_tree(builder, z, y, gaussians, names, **options)
         else:
-            if isinstance(taxonomy, Hierarchy):
-                tree = taxonomy
-                if tree.num_leaves != k:
-                    raise InputError(f"the taxonomy has {tree.num_leaves} leaves for {k} classes")
-            else:
-                assert taxonomy is not None
-                tree = builders.build_given(taxonomy, names, k, leaf_offset)
+            s = subclasses.subclass_of
+            tree, report = builders.build_with_subclasses(builder, z, y, s, subclasses.classes, names, **options)
+        info.update(report)
         return cls(
             projection=projection,
             gaussians=gaussians,
@@ -172,6 +177,7 @@ class HierarchyModel:
             query_classifier=cast(QueryClassifier, query_classifier),
             leaf_from=cast(LeafFrom, leaf_from),
             classifier=_classifier(query_classifier, z, y, k, covariance, head),
+            subclasses=subclasses,
         )
 
     def with_leaf_sources(
@@ -252,29 +258,18 @@ class HierarchyModel:
         z = np.asarray(points, dtype=np.float64) if projected else self.transform(points)
         y = check_labels(labels, z.shape[0], self.num_classes)
         kind = builder or self.builder
-        names = self.class_names
+        names = self.leaf_names
         info = dict(self.info)
         t = None
         if kind == "overlap":
             t = builders.check_threshold(threshold if threshold is not None else (self.threshold or 0.3))
-            tree, report = builders.build_overlap(
-                z,
-                y,
-                self.gaussians,
-                t,
-                class_names=names,
-                estimator=self.gaussians.estimator,  # type: ignore[arg-type]
-            )
-            info["overlap_levels"] = [vars(level) for level in report.levels]
-            info["root_added"] = report.root_added
-        elif kind == "ward":
-            tree = builders.build_ward(self.gaussians.means, names)
-        elif kind == "given":
-            if taxonomy is None:
-                raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
-            tree = taxonomy if isinstance(taxonomy, Hierarchy) else builders.build_given(taxonomy, names, len(names))
-        else:
-            raise InputError(f"unknown builder {kind!r}", f"use one of {', '.join(builders.BUILDERS)}")
+        options: dict[str, Any] = dict(threshold=t, taxonomy=taxonomy, estimator=self.gaussians.estimator)
+        if self.subclasses is None:
+            tree, report = builders.build_tree(kind, z, y, self.gaussians, names, **options)
+        else:  # labels are sub-class (leaf) indices here
+            sub = self.subclasses
+            tree, report = builders.build_with_subclasses(kind, z, y, sub.subclass_of, sub.classes, names, **options)
+        info.update(report)
         return replace(
             self,
             hierarchy=tree,
@@ -302,7 +297,25 @@ class HierarchyModel:
 
     @property
     def class_names(self) -> list[str]:
+        """The classes: the labels' vocabulary (with sub-class leaves, not the leaves: :attr:`leaf_names`)."""
+        return self.subclasses.classes if self.subclasses is not None else self.hierarchy.class_names
+
+    @property
+    def leaf_names(self) -> list[str]:
         return self.hierarchy.class_names
+
+    def subclass_marks(self) -> dict[int, str]:
+        """Leaf → "sub-class of <class>" for the leaves of split classes (``hierarchy show``)."""
+        if self.subclasses is None:
+            return {}
+        s = self.subclasses.subclass_of
+        counts = np.bincount(s)
+        return {leaf: f"sub-class of {self.class_names[c]}" for leaf, c in enumerate(s.tolist()) if counts[c] > 1}
+
+    def class_of_leaf(self, leaves: np.ndarray) -> np.ndarray:
+        """The class index of each leaf (the leaf itself without sub-classes)."""
+        leaves = np.asarray(leaves, dtype=np.int64)
+        return leaves if self.subclasses is None else self.subclasses.subclass_of[leaves]
 
     @property
     def tree_height(self) -> int:
@@ -370,15 +383,23 @@ class HierarchyModel:
         raw: np.ndarray | None = None,
     ) -> np.ndarray:
         """Leaf of every stored item by the model's ``leaf_from``: its label (a class index ≥ 0; None or
-        −1: unknown) with ``"label"``, else — and for items without a label — :meth:`assign`."""
+        −1: unknown) with ``"label"``, else — and for items without a label — :meth:`assign`. With sub-class
+        leaves a label names the class: the leaf is the query classifier's best sub-class of that class."""
         n = np.atleast_2d(np.asarray(features)).shape[0]
         known = np.zeros(n, dtype=bool)
         y = np.full(n, -1, dtype=np.int64)
         if labels is not None and self.leaf_from == "label":
             y = np.asarray([-1 if v is None else int(v) for v in labels], dtype=np.int64)
-            if y.shape != (n,) or (y >= self.num_classes).any():
-                raise InputError(f"labels must be {n} class indices in 0…{self.num_classes - 1} (or None / −1)")
+            k = len(self.class_names)
+            if y.shape != (n,) or (y >= k).any():
+                raise InputError(f"labels must be {n} class indices in 0…{k - 1} (or None / −1)")
             known = y >= 0
+            if self.subclasses is not None and known.any():
+                rows = np.flatnonzero(known)
+                f = np.atleast_2d(np.asarray(features))[rows]
+                r = None if raw is None else np.atleast_2d(np.asarray(raw))[rows]
+                mine = self.subclasses.subclass_of[None, :] == y[rows, None]
+                y[rows] = np.where(mine, self.leaf_scores(f, projected=projected, raw=r), -np.inf).argmax(axis=1)
         if known.all():
             return y
         rows = np.flatnonzero(~known)
@@ -386,6 +407,23 @@ class HierarchyModel:
         r = None if raw is None else np.atleast_2d(np.asarray(raw))[rows]
         y[rows] = self.assign(f[rows], projected=projected, raw=r)
         return y
+
+    def leaf_scores(
+        self, features: np.ndarray, *, projected: bool = False, raw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(N, K') scores whose argmax is :meth:`assign`'s leaf: the linear classifier's, or −(squared
+        Mahalanobis distance) to each leaf Gaussian."""
+        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if self.query_classifier == "head":
+            assert self.classifier is not None
+            if projected and raw is None:
+                raise InputError("the head query classifier reads the raw features", "pass raw= beside them")
+            return self.classifier.scores(x if not projected else np.atleast_2d(np.asarray(raw, dtype=np.float64)))
+        z = x if projected else self.transform(x)
+        if self.query_classifier == "tied":
+            assert self.classifier is not None
+            return self.classifier.scores(z)
+        return -self.gaussians.mahalanobis_squared(z)
 
     def zero_rows(self, z: np.ndarray) -> np.ndarray:
         """(N,) bool: projected rows too close to the origin (the model's mean feature) to have a direction.
@@ -483,7 +521,7 @@ class HierarchyModel:
             "covariance": self.gaussians.estimator,
             "query_classifier": self.query_classifier,
             "leaf_from": self.leaf_from,
-        }
+        } | ({"classes": len(self.class_names), "subclasses": self.num_classes} if self.subclasses else {})
 
 
 def check_leaf_sources(query_classifier: str, leaf_from: str) -> None:

@@ -10,6 +10,9 @@ existed — ``query_classifier`` unless ``"mahalanobis"``, ``leaf_from`` unless 
 has the same manifest, hence the same model id, as the same model fitted now with the paper's setting, and
 loads as a Mahalanobis model with predicted leaves.
 
+Sub-class leaves (DESIGN.md §1.9) add ``"subclasses": {"classes": [...], "subclass_of": [...]}`` — only then,
+so a model without them keeps its manifest and id.
+
 The model id is the first 16 hex digits of the sha256 of the manifest without the id, as canonical JSON
 (sorted keys, no spaces); array digests hash dtype, shape and bytes.
 """
@@ -33,6 +36,7 @@ from hierqdrant.core.features import npz_bytes
 from hierqdrant.core.fileio import atomic_write
 from hierqdrant.core.gaussian import Gaussians, Projection
 from hierqdrant.core.hierarchy import Hierarchy
+from hierqdrant.core.subclasses import SubclassMap
 
 
 class StoredModel(Protocol):
@@ -60,6 +64,8 @@ class StoredModel(Protocol):
     def leaf_from(self) -> str: ...
     @property
     def classifier(self) -> LinearClassifier | None: ...
+    @property
+    def subclasses(self) -> SubclassMap | None: ...
     @property
     def model_id(self) -> str: ...
     @property
@@ -130,6 +136,8 @@ def manifest_of(model: StoredModel) -> dict[str, Any]:
         manifest["query_classifier"] = model.query_classifier
     if model.leaf_from != LEGACY_LEAF_FROM:
         manifest["leaf_from"] = model.leaf_from
+    if model.subclasses is not None:  # only then: a model without sub-classes keeps its manifest and id
+        manifest["subclasses"] = model.subclasses.to_dict()
     return manifest
 
 
@@ -201,8 +209,9 @@ def model_fields(files: Mapping[str, bytes], source: str) -> tuple[dict[str, Any
             query_classifier=kind,
             leaf_from=leaf_from,
             classifier=classifier,
+            subclasses=SubclassMap.from_dict(manifest["subclasses"]) if "subclasses" in manifest else None,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InputError) as exc:
         raise InputError(f"{source}: {MANIFEST} is missing or has a bad field ({exc})") from None
     stated = manifest.get("model_id")
     return fields, None if stated is None else str(stated)

@@ -43,6 +43,7 @@ class FitSettings:
     ``query_classifier``: ``tied`` (LDA), ``mahalanobis`` (the paper) or ``head`` (the network's final
     layer: :meth:`fit_model` then needs ``head=``). ``leaf_from``: ``label`` (a stored image's label where
     it has one, else the query classifier) or ``predicted`` (the query classifier for all).
+    ``pinned``: which of them were given explicitly; tuning searches the others.
     """
 
     builder: Builder = "overlap"
@@ -53,6 +54,8 @@ class FitSettings:
     covariance: Estimator = "ledoit-wolf"
     leaf_from: LeafFrom = "label"
     query_classifier: QueryClassifier = "tied"
+    #: The settings the user fixed (``pca``, ``query_classifier``): tuning keeps them instead of searching.
+    pinned: frozenset[str] = frozenset()
 
     @classmethod
     def paper(cls: type[_S], **settings: Any) -> _S:
@@ -63,7 +66,7 @@ class FitSettings:
             raise InputError(
                 f"the paper's setting (--paper) fixes {', '.join(clash)}", "drop them, or do not ask for --paper"
             )
-        return cls(**PAPER, **settings)
+        return cls(**PAPER, **settings, pinned=frozenset(PAPER))
 
     @property
     def is_paper(self) -> bool:

@@ -25,12 +25,14 @@ from hierqdrant.evaluation.scoring import (
     DEFAULT_KS,
     EvalResult,
     Scoring,
+    TopLists,
     check_query_labels,
     class_counts,
     means,
     needed_depth,
     protocol_name,
     score_rankings,
+    top_positions,
 )
 
 if TYPE_CHECKING:
@@ -181,6 +183,8 @@ def evaluate_collection(
     depth = needed_depth(counts, queries.labels, has_self, len(database), ks, map_r, mahp_ks, hdist_ks)
     user_filter = _split_filter(key, db_split)
     db_label_of = dict(zip(database.ids, database.labels.tolist(), strict=True))
+    db_position = {pid: i for i, pid in enumerate(database.ids)}
+    heads: dict[str, np.ndarray] = {}  # the top of each ranking as database positions, for reports
 
     scratch: list[str] = []
     copies: dict[int, str] = {}  # one temporary copy per tree (hierarchy-only and overlap share one)
@@ -229,6 +233,9 @@ def evaluate_collection(
                 own = queries.ids[i]
                 labels = [db_label_of.get(pid, -1) for pid in row if pid != own][:depth]
                 retrieved[i, : len(labels)] = labels
+            heads[m.key] = top_positions(
+                [[db_position.get(pid, -1) for pid in row if pid != queries.ids[i]] for i, row in enumerate(ranked)]
+            )
             per_query[m.key] = score_rankings(
                 retrieved, queries.labels, has_self, counts, ks, map_r, scoring, mahp_ks, hdist_ks
             )
@@ -250,6 +257,9 @@ def evaluate_collection(
         depth=depth,
         seconds=seconds,
         info={"path": "engine", "collection": collection, "engine": getattr(engine, "kind", "?"), "leaves": mode},
+        tops=TopLists(
+            queries.ids, queries.labels, database.ids, database.labels, heads, scoring.tree if scoring else None
+        ),
     )
 
 

@@ -171,12 +171,45 @@ class EvalContext:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    leaf_counts: dict[str, Any] = field(default_factory=dict)  # behind extra["leaf_sources"]
 
     def warn(self, *messages: str) -> None:
         """Add warnings (each once, in order)."""
         for m in messages:
             if m not in self.warnings:
                 self.warnings.append(m)
+
+    def count_leaves(
+        self,
+        model: HierarchyModel,
+        leaf_from: str,
+        query_leaves: np.ndarray | None,
+        query_labels: np.ndarray,
+        database_leaves: np.ndarray | None = None,
+        database_labels: np.ndarray | None = None,
+    ) -> None:
+        """Add the leaves one model gave (queries; database) to the report's ``leaf_sources``: the query
+        classifier(s), the database's leaf source, and the leaf accuracy of each — the share of labelled
+        items whose leaf is their class, over every model that ranked (cross-fitting: every fold)."""
+        counts = self.leaf_counts
+        kinds = counts.setdefault("classifiers", [])
+        if model.query_classifier not in kinds:
+            kinds.append(model.query_classifier)
+        for part, leaves, labels in (
+            ("query", query_leaves, query_labels),
+            ("database", database_leaves, database_labels),
+        ):
+            if leaves is None or labels is None:
+                continue
+            y = np.asarray(labels, dtype=np.int64)
+            known = y >= 0
+            hits, total = counts.get(part, (0, 0))
+            counts[part] = (hits + int(np.sum(np.asarray(leaves)[known] == y[known])), total + int(known.sum()))
+        self.extra["leaf_sources"] = {
+            "query_classifier": ", ".join(kinds),
+            "leaf_from": leaf_from,
+            **{f"{part}_accuracy": _share(*counts.get(part, (0, 0))) for part in ("query", "database")},
+        }
 
     @property
     def leaf_from(self) -> str:
@@ -192,6 +225,10 @@ class EvalContext:
         """The --score-taxonomy hierarchy (what tuning on mahp needs up front), or None."""
         plan = self.plan
         return taxonomy_scoring(plan.score_taxonomy, class_names) if plan.score_taxonomy is not None else None
+
+
+def _share(hits: int, total: int) -> float | None:
+    return hits / total if total else None
 
 
 def fit_methods(
@@ -225,7 +262,7 @@ def fit_methods(
     if plan.tuning is not None:
         return tune_methods(
             names, fit_x, fit_y, class_names, tuning=plan.tuning, base=base, projected=base is not None,
-            leaf_from=leaf_from, query_classifier=ctx.query_classifier, scoring=ctx.scoring_taxonomy(class_names),
+            leaf_from=leaf_from, query_classifier=plan.query_classifier, scoring=ctx.scoring_taxonomy(class_names),
             hooks=hooks, **choices,
         )  # fmt: skip
     if base is None:

@@ -32,7 +32,7 @@ from hierqdrant.core import diagnostics
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.evaluation.methods import Method
-from hierqdrant.evaluation.scoring import EvalResult, means
+from hierqdrant.evaluation.scoring import EvalResult, TopLists, means
 from hierqdrant.evaluation.tune_grid import pca_json
 from hierqdrant.evaluation.tuning import TuneResult
 
@@ -133,7 +133,28 @@ def merge_results(parts: Sequence[tuple[np.ndarray, EvalResult]], n_queries: int
         depth=max(res.depth for _, res in parts),
         seconds=seconds,
         info=dict(first.info),
+        tops=merge_tops(parts, n_queries),
     )
+
+
+def merge_tops(parts: Sequence[tuple[np.ndarray, EvalResult]], n_queries: int) -> TopLists | None:
+    """The parts' ranking heads in query order (every part ranks the same database); None when a part
+    has none. The tree is the first part's: cross-fitting scores every fold with one reference tree."""
+    tops = [(pos, res.tops) for pos, res in parts if res.tops is not None]
+    if not tops or len(tops) != len(parts):
+        return None
+    first = tops[0][1]
+    ids = [""] * n_queries
+    labels = np.full(n_queries, -1, dtype=np.int64)
+    top: dict[str, np.ndarray] = {}
+    for pos, t in tops:
+        for j, p in enumerate(np.asarray(pos)):
+            ids[int(p)] = t.query_ids[j]
+        labels[pos] = t.query_labels
+        for name, rows in t.top.items():
+            top.setdefault(name, np.full((n_queries, rows.shape[1]), -1, dtype=np.int64))[pos] = rows
+    tree = next((t.tree for _, t in tops if t.tree is not None), None)
+    return TopLists(ids, labels, first.db_ids, first.db_labels, top, tree)
 
 
 def protocol_note(

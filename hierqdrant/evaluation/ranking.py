@@ -18,8 +18,10 @@ from hierqdrant.evaluation.items import Items, database_leaves, self_index
 from hierqdrant.evaluation.methods import Method, unique_methods
 from hierqdrant.evaluation.scoring import (
     DEFAULT_KS,
+    TOP_KEPT,
     EvalResult,
     Scoring,
+    TopLists,
     check_query_labels,
     class_counts,
     concatenate,
@@ -27,6 +29,7 @@ from hierqdrant.evaluation.scoring import (
     needed_depth,
     protocol_name,
     score_rankings,
+    top_positions,
 )
 
 __all__ = ["CHUNK_ELEMENTS", "evaluate_arrays", "rank"]
@@ -208,6 +211,7 @@ def evaluate_arrays(
     ctx = _Context(queries, database, methods, leaf_from)
     db_labels = database.labels
     parts: dict[str, list[dict[str, np.ndarray]]] = {m.key: [] for m in methods}
+    heads: dict[str, list[np.ndarray]] = {m.key: [] for m in methods}  # the top of each ranking, for reports
     seconds = dict.fromkeys(parts, 0.0)
     for sl in _chunks(len(queries), n_db, chunk_elements):
         t0 = time.perf_counter()
@@ -217,6 +221,7 @@ def evaluate_arrays(
             t1 = time.perf_counter()
             idx = _top(ctx.distances(sl, m, cos_dist, own[sl]), depth)
             retrieved = np.where(idx >= 0, db_labels[np.maximum(idx, 0)], -1)
+            heads[m.key].append(top_positions(idx))
             parts[m.key].append(
                 score_rankings(
                     retrieved, queries.labels[sl], has_self[sl], counts, ks, map_r, scoring, mahp_ks, hdist_ks
@@ -237,4 +242,12 @@ def evaluate_arrays(
         depth=depth,
         seconds=seconds,
         info={"path": "numpy"},
+        tops=TopLists(
+            queries.ids,
+            queries.labels,
+            database.ids,
+            db_labels,
+            {name: np.concatenate(h) if h else np.zeros((0, TOP_KEPT), np.int64) for name, h in heads.items()},
+            scoring.tree if scoring is not None else None,
+        ),
     )

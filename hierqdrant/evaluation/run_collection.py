@@ -113,9 +113,11 @@ def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[
     if base.builder == "overlap" and plan.tuning is None:
         ctx.warn(*diagnostics.flat_tree([(base.threshold, base.tree_height)]))
     where = "on the queries, which the model was fitted on" if leaky else f"on the {len(q_items)} held-out queries"
+    q_leaves = None
     if base.query_classifier != "head":  # the head reads raw features, which a collection does not keep
-        accuracy = diagnostics.leaf_accuracy(base.assign(q_items.z, projected=True), q_items.labels)
-        ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, where))
+        q_leaves = base.assign(q_items.z, projected=True)
+        ctx.warn(*diagnostics.low_leaf_accuracy(diagnostics.leaf_accuracy(q_leaves, q_items.labels), where))
+    ctx.count_leaves(base, leaf_from, q_leaves, q_items.labels, database.leaves, database.labels)
     result = _search(ctx, engine, q_items, database, methods, scoring, plan.leaf_from, "searching")
     if leaky:
         ctx.warn(
@@ -200,9 +202,12 @@ def _cross_fit(
             ctx.warn(*r.warnings)
         tuned_first = tuned_first or tuned
         q_f = queries.subset(rows)
+        q_leaves = None
         if base_f.query_classifier != "head":
-            correct += int(np.sum(base_f.assign(q_f.z, projected=True) == q_f.labels))
+            q_leaves = base_f.assign(q_f.z, projected=True)
+            correct += int(np.sum(q_leaves == q_f.labels))
         db_f = Items(database.z, database.labels, database.ids, database_leaves(base_f, database, leaf_from))
+        ctx.count_leaves(base_f, leaf_from, q_leaves, q_f.labels, db_f.leaves, db_f.labels)
         res = _search(ctx, engine, q_f, db_f, methods, scoring, None, f"searching fold {f + 1}/{k}")
         parts.append((rows, res))
         per_fold.append(fold_record(f, rows.size, train.size, base_f, methods, tuned))

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from hierqdrant.core import diagnostics
+from hierqdrant.core.gaussianity import model_gaussianity
 from hierqdrant.core.model import HierarchyModel
-from hierqdrant.evaluation.items import Items
+from hierqdrant.evaluation.items import Items, database_leaves
 from hierqdrant.evaluation.methods import HIERARCHICAL, RAW_METHODS, Method
 from hierqdrant.evaluation.plan import EvalContext, EvalPlan, fit_methods
 from hierqdrant.evaluation.protocols import (
@@ -96,7 +97,8 @@ def eval_files(ctx: EvalContext, db_kind: str, db_path: Path) -> tuple[EvalResul
     # Raw baselines alone still fit a model: its tree scores mahp, hdist and severity.
     base, methods, tuned = fit_methods(ctx, _model_names(ctx) or ["cosine"], fit_src.features, fit_y, names)
     methods = [m for m in methods if m.name in ctx.names]
-    _diagnose(ctx, base, queries, leaky)
+    _diagnose(ctx, base, queries, database, leaky)
+    ctx.extra["gaussianity"] = model_gaussianity(base, fit_src.features, fit_y)  # per class (DESIGN.md §1.9)
     scoring = choose_scoring(plan.score_taxonomy, methods, base, "the learned tree")
     raw = [Method(n) for n in ctx.names if n in RAW_METHODS]
     q_items, db_items = _project(base, queries), _project(base, database)
@@ -155,12 +157,15 @@ def _rank(
         )
 
 
-def _diagnose(ctx: EvalContext, base: HierarchyModel, queries: Items, leaky: bool) -> None:
-    """The model's warnings, with the leaf accuracy on the queries (held out, unless leaky)."""
+def _diagnose(ctx: EvalContext, base: HierarchyModel, queries: Items, database: Items, leaky: bool) -> None:
+    """The model's warnings, with the leaf accuracy on the queries (held out, unless leaky) and the
+    database (the report's ``leaf_sources``)."""
     ctx.warn(*diagnostics.narrow_pca(base.dims, base.num_classes, base.input_dims))
     if base.builder == "overlap" and ctx.plan.tuning is None:
         ctx.warn(*diagnostics.flat_tree([(base.threshold, base.tree_height)]))
     leaves = base.assign(_project(base, queries).z, projected=True, raw=queries.raw)
+    db_leaves = database_leaves(base, _project(base, database), ctx.leaf_from)
+    ctx.count_leaves(base, ctx.leaf_from, leaves, queries.labels, db_leaves, database.labels)
     where = "on the queries, which the model was fitted on" if leaky else f"on the {len(queries)} held-out queries"
     ctx.warn(*diagnostics.low_leaf_accuracy(diagnostics.leaf_accuracy(leaves, queries.labels), where))
 
@@ -191,6 +196,7 @@ def _cross_fit(
     )  # fmt: skip
     scoring = choose_scoring(plan.score_taxonomy, full_methods, full, "the learned tree")
     ctx.warn(*diagnostics.narrow_pca(full.dims, full.num_classes, full.input_dims))
+    ctx.extra["gaussianity"] = model_gaussianity(full, fit_src.features, fit_y)  # per class (DESIGN.md §1.9)
     parts: list[tuple[np.ndarray, EvalResult]] = []
     raw = [Method(n) for n in ctx.names if n in RAW_METHODS]
     if raw:
@@ -210,7 +216,10 @@ def _cross_fit(
             ctx.warn(*r.warnings)
         tuned_first = tuned_first or tuned
         q_f, db_f = _project(base, queries.subset(rows)), _project(base, database)
-        correct += int(np.sum(base.assign(q_f.z, projected=True, raw=q_f.raw) == q_f.labels))
+        q_leaves = base.assign(q_f.z, projected=True, raw=q_f.raw)
+        correct += int(np.sum(q_leaves == q_f.labels))
+        db_leaves = database_leaves(base, db_f, ctx.leaf_from)
+        ctx.count_leaves(base, ctx.leaf_from, q_leaves, q_f.labels, db_leaves, db_f.labels)
         res = _rank(ctx, q_f, db_f, methods, len(names), scoring, f"ranking fold {f + 1}/{k}")
         parts.append((rows, res))
         fold_info.append(fold_record(f, rows.size, train.size, base, methods, tuned))

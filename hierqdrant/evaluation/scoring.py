@@ -107,10 +107,11 @@ class Scoring:
     lca_height: np.ndarray
     tree_height: int
     name: str
+    tree: Hierarchy | None = None  # the tree itself, for reports that draw it (eval --html)
 
     @classmethod
     def from_hierarchy(cls, tree: Hierarchy, name: str) -> Scoring:
-        return cls(tree.lca_height_matrix(), max(int(tree.tree_height), 1), name)
+        return cls(tree.lca_height_matrix(), max(int(tree.tree_height), 1), name, tree)
 
 
 def taxonomy_scoring(score_taxonomy: Path, class_names: Sequence[str]) -> Scoring:
@@ -140,10 +141,42 @@ def choose_scoring(
 # ---------------------------------------------------------------------------------- the results
 
 
+#: How many items of each query's ranking a result keeps for reports (``hierqdrant eval --html``).
+TOP_KEPT = 10
+
+
+@dataclass
+class TopLists:
+    """The first :data:`TOP_KEPT` items of every query's ranking per method, for reports that show
+    example queries: ``top[method]`` is (Q, TOP_KEPT) positions into ``db_ids`` / ``db_labels`` (−1 pads),
+    beside the queries' ids and labels and the tree that scored them. Not part of the JSON output."""
+
+    query_ids: list[str]
+    query_labels: np.ndarray
+    db_ids: list[str]
+    db_labels: np.ndarray
+    top: dict[str, np.ndarray]
+    tree: Hierarchy | None = None
+
+
+def top_positions(rows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    """Rows of database positions (an array, or ragged lists) → a (Q, TOP_KEPT) array padded with −1."""
+    if isinstance(rows, np.ndarray):
+        out = np.full((rows.shape[0], TOP_KEPT), -1, dtype=np.int64)
+        width = min(TOP_KEPT, rows.shape[1])
+        out[:, :width] = rows[:, :width]
+        return out
+    out = np.full((len(rows), TOP_KEPT), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        kept = list(row)[:TOP_KEPT]
+        out[i, : len(kept)] = kept
+    return out
+
+
 @dataclass
 class EvalResult:
     """Scores of every method: ``metrics[method][metric]`` (means over queries where defined) and
-    ``per_query[method][metric]`` (Q,) arrays for paired tests."""
+    ``per_query[method][metric]`` (Q,) arrays for paired tests; ``tops`` the head of every ranking."""
 
     protocol: str
     queries: int
@@ -155,6 +188,7 @@ class EvalResult:
     depth: int
     seconds: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    tops: TopLists | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,11 +1,12 @@
 """The grid of :func:`hierqdrant.evaluation.tuning.tune`: one PCA space at a time, scored in one pass.
 
-A :class:`Space` is one kept-variance (or dims) value: PCA and the class Gaussians fitted **once** on
-the fit part, the validation queries and the database projected by it, their leaves, the overlap tree
-per threshold, and the score of every (t, α) tried so far. :func:`score_space` scores the (t, α)
-pairs not scored yet in one :func:`~hierqdrant.evaluation.ranking.evaluate_arrays` pass (the cosine
-block of a chunk of queries is shared by every grid point); thresholds that give the same tree share
-their scores, so a flat range of t costs one tree.
+A :class:`Space` is one kept-variance (or dims) value and one query classifier: PCA and the class
+Gaussians fitted **once** on the fit part (another classifier's space shares them: :func:`derive_space`),
+the validation queries and the database projected by it, their leaves, the overlap tree per threshold,
+and the score of every (t, α) tried so far. :func:`score_space` scores the (t, α) pairs not scored yet
+in one :func:`~hierqdrant.evaluation.ranking.evaluate_arrays` pass (the cosine block of a chunk of
+queries is shared by every grid point); thresholds that give the same tree share their scores, so a
+flat range of t costs one tree.
 
 :func:`edges` finds the axes on which the best point sits on the edge of its grid (strictly better
 than its inner neighbour, so a plateau is no edge), and :func:`widen` extends those axes once.
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from hierqdrant.core import diagnostics
-from hierqdrant.core.classifiers import LinearClassifier, fit_tied
+from hierqdrant.core.classifiers import QUERY_CLASSIFIERS, LinearClassifier, fit_tied
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.gaussian import Gaussians
 from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.evaluation.items import Items
 from hierqdrant.evaluation.methods import Method
@@ -31,20 +33,26 @@ from hierqdrant.evaluation.ranking import evaluate_arrays
 from hierqdrant.evaluation.scoring import Scoring
 
 __all__ = [
+    "DEFAULT_CLASSIFIERS",
     "DEFAULT_PCAS",
     "PcaValue",
     "Point",
+    "Search",
     "Space",
     "TuneRow",
     "best_point",
     "check_pca_grid",
+    "classifier_grid",
+    "derive_space",
     "edges",
     "grid_rows",
     "make_space",
     "pca_json",
     "pca_label",
+    "pinned_grid",
     "refit_classifier",
     "score_space",
+    "search_score",
     "tune_warnings",
     "widen",
 ]
@@ -55,6 +63,9 @@ PcaValue = int | float | None
 DEFAULT_PCAS: tuple[PcaValue, ...] = (0.95, 0.99, None)
 #: (pca, t, α): one grid point.
 Point = tuple[PcaValue, float | None, float]
+#: Query classifiers tuning tries unless one is pinned (and ``head`` where the network's layer is given):
+#: the cheaper ``tied`` first, so it wins ties.
+DEFAULT_CLASSIFIERS: tuple[str, ...] = ("tied", "mahalanobis")
 
 
 def check_pca_grid(values: Sequence[PcaValue]) -> list[PcaValue]:
@@ -88,8 +99,8 @@ def pca_json(v: PcaValue) -> float | int | str:
 
 @dataclass(frozen=True)
 class TuneRow:
-    """One grid point: t (None for ward / given), α, the validation score, the tree's shape, and the
-    PCA value with the dims it kept."""
+    """One grid point: t (None for ward / given), α, the validation score, the tree's shape, the
+    PCA value with the dims it kept, and the query classifier."""
 
     threshold: float | None
     alpha: float
@@ -98,6 +109,7 @@ class TuneRow:
     nodes: int
     pca: PcaValue = None
     dims: int = 0
+    classifier: str = ""
 
 
 @dataclass
@@ -113,6 +125,7 @@ class Space:
     queries: Items
     database: Items
     val_accuracy: float
+    validation: Items | None = None  # every validation item (its leaf accuracy is ``val_accuracy``)
     trees: dict[float | None, HierarchyModel] = field(default_factory=dict)
     scores: dict[tuple[float | None, float], float] = field(default_factory=dict)
     cosine: float = float("nan")
@@ -159,8 +172,8 @@ def make_space(
     query_classifier: str = "mahalanobis",
     head: LinearClassifier | None = None,
 ) -> Space:
-    """Fit PCA (unless ``base_model`` fixes it), the class Gaussians and the query classifier on the fit
-    part, once (with ``base_model``: its PCA and query classifier kind, refitted on the fit part)."""
+    """Fit PCA (unless ``base_model`` fixes it), the class Gaussians and the ``query_classifier`` on the
+    fit part, once (with ``base_model``: its PCA, the Gaussians and the classifier refitted on the fit part)."""
     names = list(class_names) if class_names is not None else None
     if base_model is not None:
         z_all = np.asarray(x, dtype=np.float64) if projected else base_model.transform(x)
@@ -170,6 +183,8 @@ def make_space(
         gauss = Gaussians.fit(z_all[fit_idx], y[fit_idx], k, estimator=base_model.gaussians.estimator)  # type: ignore[arg-type]
         model = replace(base_model, gaussians=gauss, builder="overlap", threshold=base_model.threshold or 0.3)
         model = refit_classifier(model, z_all[fit_idx], y[fit_idx])
+        if query_classifier != model.query_classifier:
+            model = model.with_leaf_sources(query_classifier, points=z_all[fit_idx], labels=y[fit_idx], head=head)
         z_fit, z_val = z_all[fit_idx], z_all[val_idx]
         raw_fit = raw_val = None
     else:
@@ -199,13 +214,37 @@ def make_space(
         database.leaves = model.assign(database.z, projected=True, raw=database.raw)
     else:
         raise InputError(f"unknown leaf source {leaf_from!r}", "use predicted or label")
-    val_leaves = model.assign(z_val, projected=True, raw=raw_val) if y_val.size else y_val
-    val_accuracy = float(np.mean(val_leaves == y_val)) if y_val.size else float("nan")
-    return Space(pca if base_model is None else base_model.dims, model, z_fit, y_fit, queries, database, val_accuracy)
+    validation = Items(z_val, y_val, [f"v{i}" for i in range(z_val.shape[0])], raw=raw_val)
+    dims = pca if base_model is None else base_model.dims
+    return Space(dims, model, z_fit, y_fit, queries, database, _accuracy(model, validation), validation)
+
+
+def _accuracy(model: HierarchyModel, items: Items | None) -> float:
+    """Share of ``items`` whose leaf under ``model``'s query classifier is their class (nan: none)."""
+    if items is None or len(items) == 0:
+        return float("nan")
+    return float(np.mean(model.assign(items.z, projected=True, raw=items.raw) == items.labels))
 
 
 def _rows_of(raw: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
     return None if raw is None else raw[rows]
+
+
+def derive_space(space: Space, classifier: str, leaf_from: str, head: LinearClassifier | None = None) -> Space:
+    """``space`` with another query classifier: the same PCA, Gaussians and items (no refit of either),
+    the classifier fitted on the fit part, the database leaves and the validation accuracy redone.
+    Its trees are rebuilt on demand (they carry the classifier that gives the queries their leaves)."""
+    model = space.model.with_leaf_sources(classifier, points=space.z_fit, labels=space.y_fit, head=head)
+    database = Items(space.database.z, space.database.labels, space.database.ids, raw=space.database.raw)
+    if leaf_from == "label":
+        database.leaves = database.labels.copy()
+    else:
+        database.leaves = model.assign(database.z, projected=True, raw=database.raw)
+    # The queries keep no leaves: the ranking gives them the leaf of each method's model.
+    return replace(
+        space, model=model, database=database, val_accuracy=_accuracy(model, space.validation),
+        trees={}, scores={}, cosine=space.cosine, cosine_done=space.cosine_done,
+    )  # fmt: skip
 
 
 def score_space(
@@ -361,9 +400,14 @@ def widen(
 
 
 def grid_rows(
-    spaces: dict[PcaValue, Space], pcas: list[PcaValue], ts: list[float | None], alphas: list[float]
+    spaces: dict[PcaValue, Space],
+    pcas: list[PcaValue],
+    ts: list[float | None],
+    alphas: list[float],
+    classifier: str = "",
 ) -> list[TuneRow]:
-    """Every grid point, in grid order: fewer dims first, then smaller t, then smaller α."""
+    """Every grid point of one query classifier, in grid order: fewer dims first, then smaller t, then
+    smaller α."""
     out = []
     for p in distinct(pcas, spaces):
         space = spaces[p]
@@ -371,7 +415,16 @@ def grid_rows(
             tree = space.trees[t]
             for a in sorted(alphas):
                 out.append(
-                    TuneRow(t, a, space.scores[(t, a)], tree.tree_height, tree.hierarchy.num_nodes, p, space.dims)
+                    TuneRow(
+                        t,
+                        a,
+                        space.scores[(t, a)],
+                        tree.tree_height,
+                        tree.hierarchy.num_nodes,
+                        p,
+                        space.dims,
+                        classifier,
+                    )  # fmt: skip
                 )
     return out
 
@@ -418,4 +471,54 @@ def tune_warnings(
     out += diagnostics.narrow_pca(chosen.dims, num_classes, chosen.model.input_dims)
     out += diagnostics.few_per_class(y, num_classes, names)
     out += diagnostics.low_leaf_accuracy(chosen.val_accuracy, "on the validation split")
+    return out
+
+
+@dataclass
+class Search:
+    """One query classifier's search: its best point, the edges it sits on, what was widened, its final
+    grids and their rows."""
+
+    best: Point
+    axes: list[str]
+    widened: list[str]
+    pcas: list[PcaValue]
+    ts: list[float | None]
+    alphas: list[float]
+    rows: list[TuneRow]
+
+
+def search_score(search: Search) -> float:
+    """The score of a search's best point (−∞ where undefined)."""
+    row = next(r for r in search.rows if (r.pca, r.threshold, r.alpha) == search.best)
+    return row.score if np.isfinite(row.score) else -np.inf
+
+
+def pinned_grid(grid: Sequence[Any] | None, fit: FitSettings, name: str, default: Sequence[Any]) -> list[Any]:
+    """The grid as given; else the fit settings' value when the user pinned it; else the default grid."""
+    if grid is not None:
+        return list(grid)
+    return [getattr(fit, name)] if name in fit.pinned else list(default)
+
+
+def classifier_grid(
+    classifiers: Sequence[str] | None, fit: FitSettings, head: LinearClassifier | None, *, has_raw: bool
+) -> list[str]:
+    """The query classifiers to try: as given, pinned, or the defaults (``head`` too where the network's
+    layer is given and the raw features are there to feed it)."""
+    default = [*DEFAULT_CLASSIFIERS, *(["head"] if head is not None and has_raw else [])]
+    grid = pinned_grid(classifiers, fit, "query_classifier", default)
+    out: list[str] = []
+    for c in grid:
+        if c not in QUERY_CLASSIFIERS:
+            raise InputError(f"unknown query classifier {c!r}", f"use {', '.join(QUERY_CLASSIFIERS)}")
+        if c == "head" and (head is None or not has_raw):
+            raise InputError(
+                "the head query classifier needs the network's final layer and the raw features",
+                "tune from images or a features file with a checkpoint that has a head, or pick tied / mahalanobis",
+            )
+        if c not in out:
+            out.append(c)
+    if not out:
+        raise InputError("the query classifier grid is empty", "pass tied, mahalanobis or head")
     return out

@@ -1,9 +1,12 @@
-"""Choose the PCA, the overlap threshold t and the weight α on a validation split of the training images.
+"""Choose the PCA, the query classifier, the overlap threshold t and the weight α on a validation split
+of the training images.
 
 The labelled training items are split per class (stratified, seeded) into a *fit* part and a
 *validation* part (``val_share``). PCA and the class Gaussians are fitted on the fit part only, so the
 validation labels never shape the model that is scored — once per PCA value of the grid (kept
-variance share, dims, or every dim; default 0.95, 0.99, all). For every t in ``thresholds`` the overlap
+variance share, dims, or every dim; default 0.95, 0.99, all), and for each the query classifier that
+gives the queries their leaf (default ``tied`` and ``mahalanobis``; ``head`` too where the network's
+layer is given; a value the user pinned is not searched). For every t in ``thresholds`` the overlap
 tree is rebuilt from the fit part's Gaussians (ward and given: one tree), and for every α in ``alphas``
 the retrieval
 
@@ -56,19 +59,25 @@ from hierqdrant.evaluation.methods import (
 )
 from hierqdrant.evaluation.scoring import Scoring, parse_metric
 from hierqdrant.evaluation.tune_grid import (
+    DEFAULT_CLASSIFIERS,
     DEFAULT_PCAS,
     PcaValue,
     Point,
+    Search,
     Space,
     TuneRow,
     best_point,
     check_pca_grid,
+    classifier_grid,
+    derive_space,
     edges,
     grid_rows,
     make_space,
     pca_json,
     pca_label,
+    pinned_grid,
     score_space,
+    search_score,
     tune_warnings,
     widen,
 )
@@ -78,6 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "DEFAULT_CLASSIFIERS",
     "DEFAULT_PCAS",
     "DEFAULT_THRESHOLDS",
     "PROTOCOLS",
@@ -108,7 +118,9 @@ class TuneSettings:
     """How the PCA, t and α are chosen: the metric, the grids (None: the default grids), the validation
     split (``val_share``, ``seed``), the protocol, the cap on validation queries, and whether a grid
     whose edge wins is widened once (``widen``). ``pcas``: kept variance shares (float), dims (int)
-    or every dim (None); ignored when the PCA is fixed (a collection's)."""
+    or every dim (None); ignored when the PCA is fixed (a collection's). ``classifiers``: the query
+    classifiers tried (None: :data:`DEFAULT_CLASSIFIERS`, plus ``head`` when the network's layer is
+    given; one when the fit settings pin it)."""
 
     metric: str = "map@r"
     thresholds: Sequence[float] | None = None
@@ -119,6 +131,7 @@ class TuneSettings:
     protocol: Protocol = "split"
     pcas: Sequence[PcaValue] | None = None
     widen: bool = True
+    classifiers: Sequence[str] | None = None
 
 
 @dataclass
@@ -148,6 +161,8 @@ class TuneResult:
     widened: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     leaf_accuracy: float = float("nan")
+    best_classifier: str = ""
+    classifier_accuracy: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +184,8 @@ class TuneResult:
             "pcas": [pca_json(p) for p in self.pcas],
             "widened": list(self.widened),
             "leaf_accuracy": _num(self.leaf_accuracy),
+            "best_classifier": self.best_classifier,
+            "classifier_accuracy": {c: _num(v) for c, v in self.classifier_accuracy.items()},
             "warnings": list(self.warnings),
             "grid": [
                 {
@@ -179,6 +196,7 @@ class TuneResult:
                     "score": _num(r.score),
                     "height": r.height,
                     "nodes": r.nodes,
+                    "classifier": r.classifier,
                 }
                 for r in self.rows
             ],
@@ -265,9 +283,11 @@ def tune(
     what a collection needs, whose stored vectors depend on the PCA (``features`` are then projected
     vectors when ``projected=True``); the PCA grid is then that one projection. Without it, PCA and the
     Gaussians are fitted once per PCA value on the fit part, and the final model on all items.
-    ``hooks``: a log line and a progress counter per PCA value scored. The leaf sources are ``fit``'s
-    (``query_classifier``, ``leaf_from``; ``head``: the network's final layer for a ``head`` classifier),
-    every classifier fitted on the fit part only.
+    ``hooks``: a log line and a progress counter per PCA value scored. The database's leaf source is
+    ``fit.leaf_from``; the query classifier is searched over ``settings.classifiers`` (None: ``tied``,
+    ``mahalanobis`` and, with ``head`` — the network's final layer —, ``head``; ``fit``'s when it is in
+    ``fit.pinned``, as the PCA is), every classifier fitted on the fit part only; the best score wins,
+    ties to the first classifier of the grid.
     """
     fit = fit if fit is not None else FitSettings()
     settings = settings if settings is not None else TuneSettings()
@@ -298,8 +318,9 @@ def tune(
     p_grid: list[PcaValue] = (
         [base_model.dims]
         if base_model is not None
-        else check_pca_grid(DEFAULT_PCAS if settings.pcas is None else settings.pcas)
+        else check_pca_grid(pinned_grid(settings.pcas, fit, "pca", DEFAULT_PCAS))
     )
+    c_grid = classifier_grid(settings.classifiers, fit, head, has_raw=base_model is None or not projected)
     x = check_features(features)
     names = list(class_names) if class_names is not None else None
     if base_model is not None:
@@ -316,53 +337,71 @@ def tune(
         raise InputError(f"classes {missing[:5].tolist()} have no training items", "give every class images")
     q_rows = _query_rows(val_idx.size, max_queries, np.random.default_rng([seed, 1]))
 
-    # One space per PCA value: PCA and the Gaussians fitted once on the fit part, every (t, α) scored
-    # in one ranking pass over the validation queries.
+    # One space per PCA value and query classifier: PCA and the Gaussians fitted once on the fit part
+    # (shared by the classifiers), every (t, α) scored in one ranking pass over the validation queries.
     metric_options: dict[str, Any] = {
         "ks": [k] if kind == "map" and k is not None else [],
         "map_r": kind == "map@r",
         "mahp_ks": [k] if kind == "mahp" and k is not None else [],
     }
     key = "map@r" if kind == "map@r" else ("p@1" if kind == "p@1" else f"{kind}@{k}")
-    spaces: dict[PcaValue, Space] = {}
+    by_classifier: dict[str, dict[PcaValue, Space]] = {c: {} for c in c_grid}
 
-    def run(pcas: list[PcaValue], ts: list[float | None], alphas: list[float]) -> Point:
-        for p in pcas:
-            if p not in spaces:
-                hooks.log(
-                    f"tuning {builder}: fitting PCA {pca_label(p)} and the class Gaussians on {fit_idx.size} items"
-                )
-                space = make_space(
-                    p, x, y, fit_idx, val_idx, q_rows, protocol=protocol, leaf_from=leaf_from,
-                    covariance=fit.covariance, class_names=names, base_model=base_model, projected=projected,
-                    query_classifier=fit.query_classifier, head=head,
-                )  # fmt: skip
-                # Two values that keep the same dims are the same projection: score it once.
-                spaces[p] = next((s for s in spaces.values() if s.dims == space.dims), space)
-            score_space(
-                spaces[p], ts, alphas, builder=builder, taxonomy=fit.taxonomy, key=key,
-                metric_options=metric_options, scoring=scoring, hooks=hooks, label=f"tuning {builder}",
+    def space_of(p: PcaValue, c: str) -> Space:
+        spaces = by_classifier[c]
+        if p in spaces:
+            return spaces[p]
+        fitted = next((other[p] for other in by_classifier.values() if p in other), None)
+        if fitted is not None:
+            space = derive_space(fitted, c, leaf_from, head)
+        else:
+            hooks.log(f"tuning {builder}: fitting PCA {pca_label(p)} and the class Gaussians on {fit_idx.size} items")
+            space = make_space(
+                p, x, y, fit_idx, val_idx, q_rows, protocol=protocol, leaf_from=leaf_from,
+                covariance=fit.covariance, class_names=names, base_model=base_model, projected=projected,
+                query_classifier=c, head=head,
             )  # fmt: skip
-        return best_point(grid_rows(spaces, pcas, ts, alphas), metric)
+        # Two values that keep the same dims are the same projection: score it once.
+        return spaces.setdefault(p, next((s for s in spaces.values() if s.dims == space.dims), space))
 
-    best = run(p_grid, t_grid, a_grid)
-    axes = edges(best, spaces, p_grid, t_grid, a_grid)
-    widened: list[str] = []
-    if axes and settings.widen:
-        max_dims = base_model.dims if base_model is not None else min(fit_idx.size, x.shape[1])
-        p_grid, t_grid, a_grid, widened = widen(axes, best, spaces[best[0]].dims, p_grid, t_grid, a_grid, max_dims)
-        if widened:
-            hooks.log(f"tuning {builder}: the best point is on the grid's edge ({', '.join(widened)}); widening once")
-            best = run(p_grid, t_grid, a_grid)
-            axes = edges(best, spaces, p_grid, t_grid, a_grid)
-    rows = grid_rows(spaces, p_grid, t_grid, a_grid)
+    def run(c: str, pcas: list[PcaValue], ts: list[float | None], alphas: list[float]) -> Point:
+        for p in pcas:
+            score_space(
+                space_of(p, c), ts, alphas, builder=builder, taxonomy=fit.taxonomy, key=key,
+                metric_options=metric_options, scoring=scoring, hooks=hooks, label=f"tuning {builder} ({c})",
+            )  # fmt: skip
+        return best_point(grid_rows(by_classifier[c], pcas, ts, alphas), metric)
+
+    searches: dict[str, Search] = {}
+    for c in c_grid:
+        ps, ts, alphas = list(p_grid), list(t_grid), list(a_grid)
+        best = run(c, ps, ts, alphas)
+        axes = edges(best, by_classifier[c], ps, ts, alphas)
+        widened: list[str] = []
+        if axes and settings.widen:
+            max_dims = base_model.dims if base_model is not None else min(fit_idx.size, x.shape[1])
+            ps, ts, alphas, widened = widen(axes, best, by_classifier[c][best[0]].dims, ps, ts, alphas, max_dims)
+            if widened:
+                edge = ", ".join(widened)
+                hooks.log(f"tuning {builder} ({c}): the best point is on the grid's edge ({edge}); widening once")
+                best = run(c, ps, ts, alphas)
+                axes = edges(best, by_classifier[c], ps, ts, alphas)
+        rows_c = grid_rows(by_classifier[c], ps, ts, alphas, classifier=c)
+        searches[c] = Search(best, axes, widened, ps, ts, alphas, rows_c)
+    # The best classifier: its best score, ties to the first in the grid (tied before mahalanobis).
+    best_c = max(c_grid, key=lambda c: (search_score(searches[c]), -c_grid.index(c)))
+    search = searches[best_c]
+    p_grid, t_grid, a_grid = search.pcas, search.ts, search.alphas
+    best, axes, widened = search.best, search.axes, search.widened
+    rows = [r for c in c_grid for r in searches[c].rows]
+    spaces = by_classifier[best_c]
     best_p, best_t, best_a = best
     chosen = spaces[best_p]
     warnings = tune_warnings(
         best, axes, widened, chosen, t_grid, a_grid, p_grid, spaces, y, num_classes, names, builder
     )
 
-    # The final model: all the given items, the chosen PCA, t and α.
+    # The final model: all the given items, the chosen PCA, classifier, t and α.
     no_labels = np.zeros(0, np.int64)
     if base_model is not None:
         z_all_final = x.astype(np.float64) if projected else base_model.transform(x)
@@ -372,11 +411,16 @@ def tune(
             final = base_model.refit_tree(
                 np.zeros((0, base_model.dims)), no_labels, builder=builder, taxonomy=fit.taxonomy, alpha=best_a
             )
+        if best_c != final.query_classifier:
+            final = final.with_leaf_sources(best_c, points=z_all_final, labels=y, head=head)
     else:
         hooks.log(f"tuning {builder}: fitting the chosen model on all {x.shape[0]} items")
-        chosen_fit = replace(fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a, pca=best_p)
+        chosen_fit = replace(
+            fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a, pca=best_p,
+            query_classifier=best_c,  # type: ignore[arg-type]
+        )  # fmt: skip
         final = chosen_fit.fit_model(x, y, class_names=names, extractor=extractor, head=head)
-    best_row = next(r for r in rows if (r.pca, r.threshold, r.alpha) == best)
+    best_row = next(r for r in search.rows if (r.pca, r.threshold, r.alpha) == best)
     result = TuneResult(
         best_threshold=best_t,
         best_alpha=best_a,
@@ -398,9 +442,11 @@ def tune(
         widened=widened,
         warnings=warnings,
         leaf_accuracy=chosen.val_accuracy,
+        best_classifier=best_c,
+        classifier_accuracy={c: by_classifier[c][searches[c].best[0]].val_accuracy for c in c_grid},
     )
     record = {k: v for k, v in result.to_dict().items() if k not in ("grid", "model_id", "builder")}
-    record.update(thresholds=list(t_grid), alphas=list(a_grid), leaf_from=leaf_from)
+    record.update(thresholds=list(t_grid), alphas=list(a_grid), leaf_from=leaf_from, classifiers=list(c_grid))
     result.model = replace(final, info={**final.info, "tuning": record})
     return result
 
@@ -464,13 +510,14 @@ def tune_methods(
     its tuned model is the returned base: every PCA-space method (euclidean, cosine, the other
     builders, tuned on α only with that PCA kept) ranks in its space. With ``base`` (a collection: its
     PCA is fixed; ``fit_x`` projected when ``projected``) every builder is tuned in ``base``'s space. A
-    t or α given in ``choices`` is held fixed. ``leaf_from`` / ``query_classifier``: the leaf sources
-    (None: :class:`FitSettings`'s defaults, as ``ingest --tune`` uses them). Returns (base, methods,
-    ``{builder: TuneResult}``).
+    t or α given in ``choices`` is held fixed. ``leaf_from``: of the database (None: :class:`FitSettings`'s
+    default, as ``ingest --tune`` uses it); ``query_classifier``: pinned (None: searched by the first
+    builder with the PCA, kept by the others). Returns (base, methods, ``{builder: TuneResult}``).
     """
     hooks = hooks or Hooks()
     defaults = FitSettings()
     leaf_from = leaf_from or defaults.leaf_from
+    pinned = frozenset({"query_classifier"}) if query_classifier is not None else frozenset()
     query_classifier = query_classifier or defaults.query_classifier
     wanted = check_method_names(names)
     taxonomy, alpha = choices.get("taxonomy"), choices.get("alpha")
@@ -493,6 +540,7 @@ def tune_methods(
             leaf_from=leaf_from,  # type: ignore[arg-type]
             covariance=covariance,  # type: ignore[arg-type]
             query_classifier=query_classifier,  # type: ignore[arg-type]
+            pinned=pinned,
         )
         hooks.log(f"tuning {builder} on {fit_x.shape[0]} training items ({tuning.metric}, {settings.protocol})")
         if base is None:  # the first builder chooses the PCA; the others keep it
@@ -506,6 +554,8 @@ def tune_methods(
                 fit_x, fit_labels, base.class_names, fit=fit, settings=settings, base_model=base,
                 projected=projected, scoring=scoring, hooks=hooks,
             )  # fmt: skip
+        # The first builder chose the query classifier (as it chose the PCA): the others keep it.
+        query_classifier, pinned = tuned[builder].best_classifier, frozenset({"query_classifier"})
     if base is None:  # nothing hierarchical to tune: the first PCA value of the grid
         pca = check_pca_grid(DEFAULT_PCAS if tuning.pcas is None else tuning.pcas)[0]
         base = FitSettings(

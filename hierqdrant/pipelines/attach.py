@@ -373,7 +373,8 @@ def _fit(
         from hierqdrant.evaluation.tuning import TuneSettings, tune
 
         tuned = tune(x, y, class_names, fit=opts, settings=TuneSettings(metric=opts.tune_metric), extractor=extractor)
-        say(f"tuned on a validation split: t={tuned.best_threshold}, α={tuned.best_alpha} "
+        say(f"tuned on a validation split: {tuned.best_classifier} query leaf, PCA {tuned.best_dims} dims, "
+            f"t={tuned.best_threshold}, α={tuned.best_alpha} "
             f"({opts.tune_metric} {tuned.best_score:.4f}; cosine {tuned.cosine_score:.4f})")  # fmt: skip
         return tuned.model, len(rows)
     return opts.fit_model(x, y, class_names=class_names, extractor=extractor), len(rows)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from rich.console import Console
@@ -36,6 +36,7 @@ from hierqdrant.core.model import HierarchyModel, check_leaf_sources
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.pipelines.ingest_sources import Skip, Table, from_features_file, from_images
+from hierqdrant.pipelines.ingest_subclasses import fit_subclasses
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_intact,
@@ -48,6 +49,8 @@ from hierqdrant.store.collection import (
     writing,
 )
 from hierqdrant.store.engines import Engine
+from hierqdrant.store.engines.cluster import check_layout
+from hierqdrant.vision.devices import Backend
 from hierqdrant.vision.extractor import is_random_init
 
 
@@ -121,6 +124,11 @@ class IngestOptions(FitSettings):
     upsert_batch: int = 1024
     progress: bool = True  # rich bars for embedding and upserting (else the hooks' progress counters)
     head: str | None = None  # a checkpoint holding the head of a features file's network
+    split_classes: bool = False  # sub-class leaves by an x-means split of each class (DESIGN.md §1.9)
+    backend: Backend = "local"  # "ray": embed in a pool of Ray actors (hierqdrant.vision.ray_extract)
+    ray_concurrency: int | None = None  # Ray actors (default: one per GPU, else one per CPU)
+    shards: int | None = None  # a new collection's shard count on a server (default: the server's, 1)
+    replicas: int | None = None  # … and its replication factor; the embedded engine refuses either above 1
 
 
 @dataclass
@@ -204,12 +212,25 @@ def ingest(
     src = Path(source)
     if not src.exists():
         raise InputError(f"{src} does not exist", "pass an image folder or a features .npz")
+    _check_backend(opts, src)
+    check_layout(engine, opts.shards, opts.replicas)  # before anything is embedded or written
 
     def waiting(pid: int | None) -> None:
         say(f"collection {collection!r} is being written by another process (pid {pid or '?'}); waiting for it")
 
     with writing(engine, collection, wait=opts.wait, on_wait=waiting):
         return _ingest(src, engine, collection, opts, console, hooks, started)
+
+
+def _check_backend(opts: IngestOptions, src: Path) -> None:
+    """The embedding backend is known and, for images through Ray, installed (one line saying how if not),
+    before anything is scanned or written; a features file is not embedded and needs no backend."""
+    if opts.backend not in get_args(Backend):
+        raise InputError(f"unknown backend {opts.backend!r}", f"use {' or '.join(get_args(Backend))}")
+    if opts.backend == "ray" and src.is_dir():
+        from hierqdrant.vision.ray_extract import require_ray
+
+        require_ray()
 
 
 def _stored_model(engine: Engine, collection: str) -> tuple[HierarchyModel, dict[str, Any]] | None:
@@ -264,7 +285,10 @@ def _ingest(
             )
         idx = np.asarray(labelled)
         train_x, train_y = table.features[idx], np.asarray([table.labels[i] for i in labelled])
-        if opts.tune:
+        sub_model = fit_subclasses(table, train_x, train_y, opts, say)  # sub-class leaves (DESIGN.md §1.9)
+        if sub_model is not None:
+            model = sub_model
+        elif opts.tune:
             from hierqdrant.evaluation.tuning import TuneSettings, tune
 
             tuned = tune(
@@ -278,7 +302,8 @@ def _ingest(
             )
             warnings += tuned.warnings
             say(
-                f"tuned on a validation split: {tuned.best_dims} PCA dims, t={tuned.best_threshold}, "
+                f"tuned on a validation split: {tuned.best_classifier} query leaf, {tuned.best_dims} PCA dims, "
+                f"t={tuned.best_threshold}, "
                 f"α={tuned.best_alpha:g} "
                 f"({opts.tune_metric} {tuned.best_score:.4f}; cosine {tuned.cosine_score:.4f})"
             )
@@ -311,7 +336,10 @@ def _ingest(
         if engine.exists(collection):
             say(f"dropping collection {collection!r}")
         engine.delete(collection)  # also a damaged one; nothing when there is none
-    create_collection(engine, collection, model, payload_key=key, state="incomplete")
+    # --shards/--replicas: a new collection only; an existing one keeps its own layout
+    create_collection(
+        engine, collection, model, payload_key=key, state="incomplete", shards=opts.shards, replicas=opts.replicas
+    )
     upsert_started = time.perf_counter()
     payloads = [{"path": k} for k in table.keys]
     say(f"upserting {len(table.keys)} points into {collection!r}")

@@ -34,6 +34,7 @@ from hierqdrant.core.faults import fault
 from hierqdrant.core.model import HierarchyModel, unit_rows
 from hierqdrant.store.engines import Engine, as_engine
 from hierqdrant.store.engines.base import EngineBase
+from hierqdrant.store.engines.cluster import check_layout
 from hierqdrant.store.engines.vectors import vector_config
 
 DEFAULT_PAYLOAD_KEY = "hq"
@@ -122,9 +123,13 @@ def create_collection(
     hnsw_m: int | None = None,
     hnsw_ef_construct: int | None = None,
     state: State | None = None,
+    shards: int | None = None,
+    replicas: int | None = None,
 ) -> Engine:
     """Create ``name`` for ``model`` (vector size = PCA dims, cosine, indexes on the payload paths)
-    and store the model with it. An existing collection must already hold this model.
+    and store the model with it. An existing collection must already hold this model (and keeps its
+    layout: ``shards`` / ``replicas``, a server's shard number and replication factor, apply to a new one;
+    the embedded engine refuses either above 1, before anything is written).
 
     ``state`` is stored in the info dict: a new collection gets it (default ``"complete"``), an existing
     one is moved to it (default: left as it is). An existing collection without a model and without
@@ -133,6 +138,7 @@ def create_collection(
     engine = as_engine(client)
     key = check_payload_key(payload_key)
     info = collection_info(model, key, state or "complete")
+    layout = check_layout(engine, shards, replicas)
     with writing(engine, name):
         if engine.exists(name):
             refuse_attached(name, engine.read_info(name), "ingest into it")
@@ -151,6 +157,7 @@ def create_collection(
             "keyword_index": [f"{key}.model"],
             "hnsw_m": hnsw_m,
             "hnsw_ef_construct": hnsw_ef_construct,
+            **layout,
         }
         if isinstance(engine, EngineBase):
             engine.create(name, model.dims, model=(model.to_files(), info), **options)
@@ -283,17 +290,41 @@ def hq_payload(
     ``norm`` is ‖z‖ of the projected vector: Qdrant stores cosine vectors unit-normalised, and the
     norm lets :func:`iter_points` give back z itself (Mahalanobis assignment needs it).
     """
-    out: dict[str, Any] = {
-        "leaf": int(leaf),
-        "ancestors": model.ancestors(int(leaf)),
-        "model": model.model_id,
-    }
-    if norm is not None:
-        out["norm"] = float(norm)
-    if label is not None:
-        out["label"] = model.class_names[int(label)]
-    if split is not None:
-        out["split"] = split
+    return hq_payloads(
+        model,
+        [leaf],
+        labels=None if label is None else [label],
+        splits=None if split is None else [split],
+        norms=None if norm is None else [norm],
+    )[0]
+
+
+def hq_payloads(
+    model: HierarchyModel,
+    leaves: Sequence[int] | np.ndarray,
+    *,
+    labels: Sequence[int | None] | np.ndarray | None = None,
+    splits: Sequence[str | None] | None = None,
+    norms: Sequence[float] | np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`hq_payload` of many points at once: each leaf's ancestor path is walked once per batch,
+    not once per point (the upsert path builds thousands of these per call)."""
+    leaf_list = np.asarray(leaves, dtype=np.int64).tolist()
+    paths = {leaf: model.ancestors(leaf) for leaf in set(leaf_list)}
+    model_id, names = model.model_id, model.class_names
+    norm_list = None if norms is None else np.asarray(norms, dtype=np.float64).tolist()
+    out: list[dict[str, Any]] = []
+    for i, leaf in enumerate(leaf_list):
+        hq: dict[str, Any] = {"leaf": leaf, "ancestors": list(paths[leaf]), "model": model_id}
+        if norm_list is not None:
+            hq["norm"] = norm_list[i]
+        label = None if labels is None else labels[i]
+        if label is not None and int(label) >= 0:
+            hq["label"] = names[int(label)]
+        split = None if splits is None else splits[i]
+        if split is not None:
+            hq["split"] = split
+        out.append(hq)
     return out
 
 
@@ -368,8 +399,9 @@ def upsert_points(
 ) -> UpsertReport:
     """Project, assign leaves and upsert in batches; the caller's ``payloads`` are kept beside ``hq``.
 
-    ``keys`` name the items (relative paths); point ids are ``point_id(name, key)``. ``leaves``
-    overrides the Mahalanobis assignment (e.g. ``--leaf-from label``). The model must be the
+    ``keys`` name the items (relative paths); point ids are ``point_id(name, key)``. Leaves follow the
+    model's ``leaf_from`` (:meth:`HierarchyModel.database_leaves`: a known label, else the query
+    classifier's leaf); ``leaves`` overrides them. The model must be the
     collection's (checked before anything is written).
     """
     engine = as_engine(client)
@@ -390,21 +422,26 @@ def upsert_points(
         z = x[start:stop] if projected else model.transform(x[start:stop])
         if z.shape[1] != model.dims:
             raise InputError(f"vectors have {z.shape[1]} dims, the collection stores {model.dims}")
-        if leaves is None:  # the query classifier's leaves; ingest passes the model's database leaves
-            leaf = model.assign(z, projected=True, raw=None if projected else x[start:stop])
+        if leaves is None:  # the model's leaf_from: a known label, else the query classifier's leaf
+            leaf = model.database_leaves(
+                z,
+                None if labels is None else labels[start:stop],
+                projected=True,
+                raw=None if projected else x[start:stop],
+            )
         else:
             leaf = np.asarray(leaves[start:stop])
-        norms = np.linalg.norm(z, axis=1)
-        body = []
-        for i, row in enumerate(range(start, stop)):
-            label = None if labels is None else labels[row]
-            split = None if splits is None else splits[row]
-            hq = hq_payload(
-                model, int(leaf[i]), label=None if label is None else int(label), split=split, norm=norms[i]
-            )
-            own = dict(payloads[row]) if payloads is not None else {}
-            own[key] = hq
-            body.append(own)
+        hqs = hq_payloads(
+            model,
+            leaf,
+            labels=None if labels is None else labels[start:stop],
+            splits=None if splits is None else splits[start:stop],
+            norms=np.linalg.norm(z, axis=1),
+        )
+        if payloads is None:
+            body = [{key: hq} for hq in hqs]
+        else:
+            body = [{**payloads[row], key: hq} for row, hq in zip(range(start, stop), hqs, strict=True)]
         ids = [point_id(name, keys[row]) for row in range(start, stop)]
         engine.upsert(name, ids, z.astype(np.float32), body, batch_size=batch_size)
         batches += 1

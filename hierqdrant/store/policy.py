@@ -9,7 +9,14 @@ its *answers* never depend on these choices — only its cost does. Two choices 
   It never goes down.
 * **cosine query** (unless fixed by ``auto_cosine``): skipped while the rings alone proved at least 90 %
   of recent answers (``rings_alone``, a moving share updated per query with weight 1/10, starting at 1),
-  sent otherwise. Every query of a first step counts, whether or not the cosine query went with it.
+  sent otherwise. Every query of a first step with rings counts, whether or not the cosine query went with it.
+* **no rings at all** (unless ``auto_rings`` is fixed): while the cosine query is sent and the cosine
+  candidates alone — with their payloads, DESIGN.md §3.5.3 with j = 0 — would have proved at least 90 % of
+  recent answers (``candidates_alone``: the same kind of moving share, starting at 0, updated for every query
+  sent with the cosine query; a candidate of unknown LCA counts at its largest D), the rings are dropped:
+  one request, the cosine top-(m·k) with payloads. That is the cheap plan at small α over few, large
+  classes, where a leaf ring is a tenth of the collection and rarely proves anything. A failing zero-ring
+  answer lowers the share, and the rings return.
 
 Per call, :meth:`AutoPolicy.choose` hands out an immutable :class:`AutoPlan` (the whole call, a batch
 included, uses it), the call fills its own :class:`AutoTally` (never shared), and
@@ -82,6 +89,8 @@ class AutoTally:
     reads: int = 0
     fallbacks: int = 0
     proven_by_rings: list[bool] = field(default_factory=list)  # per query of the first step, in order
+    candidates_alone: list[bool] = field(default_factory=list)  # would the cosine candidates alone have proved it
+    without_rings: bool = False  # the call's plan fetched no rings because candidates_alone was high
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class AutoState:
 
     rings: int  # the adaptive ring count (used when ``auto_rings`` is not fixed)
     rings_alone: float  # recent share of answers the rings alone proved
+    candidates_alone: float = 0.0  # recent share of answers the cosine candidates alone would have proved
 
 
 class AutoPolicy:
@@ -109,6 +119,7 @@ class AutoPolicy:
         self._lock = threading.Lock()
         self._rings = 1
         self._rings_alone = 1.0  # optimistic: try the rings alone first
+        self._candidates_alone = 0.0  # pessimistic: keep the rings until the candidates have shown they suffice
         self._stats = SearchStats()
 
     def __repr__(self) -> str:
@@ -120,6 +131,8 @@ class AutoPolicy:
         with self._lock:
             rings = self.rings if self.rings is not None else self._rings
             cosine = self.cosine if self.cosine is not None else self._rings_alone < RINGS_ALONE_MIN
+            if self.rings is None and cosine and self._candidates_alone >= RINGS_ALONE_MIN:
+                rings = 0  # the cosine candidates (with payloads) have been proving the answers alone
         return AutoPlan(rings=int(rings), with_cosine=bool(cosine))
 
     def count(self, strategy: str, queries: int) -> None:
@@ -138,7 +151,11 @@ class AutoPolicy:
             s.fallbacks += tally.fallbacks
             for proven in tally.proven_by_rings:
                 self._rings_alone += RINGS_ALONE_WEIGHT * (float(proven) - self._rings_alone)
-            if self.rings is None and tally.fallbacks > FALLBACK_SHARE * queries and self._rings < self.max_rings:
+            for proven in tally.candidates_alone:
+                self._candidates_alone += RINGS_ALONE_WEIGHT * (float(proven) - self._candidates_alone)
+            # fallbacks of a ring-less plan say nothing about the ring count (candidates_alone falls instead)
+            grow = self.rings is None and not tally.without_rings and self._rings < self.max_rings
+            if grow and tally.fallbacks > FALLBACK_SHARE * queries:
                 self._rings += 1
 
     def stats(self) -> SearchStats:
@@ -151,4 +168,4 @@ class AutoPolicy:
     def state(self) -> AutoState:
         """A consistent copy of the adaptive state."""
         with self._lock:
-            return AutoState(rings=self._rings, rings_alone=self._rings_alone)
+            return AutoState(rings=self._rings, rings_alone=self._rings_alone, candidates_alone=self._candidates_alone)

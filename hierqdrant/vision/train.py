@@ -47,7 +47,7 @@ from hierqdrant.vision.images import ImageDecodeError, load_rgb
 from hierqdrant.vision.sources import ImageItem, discover
 
 CHECKPOINT_FORMAT = "hierqdrant.checkpoint"
-Objective = Literal["ce", "semantic"]
+Objective = Literal["ce", "semantic", "gaussian"]
 
 
 def class_embeddings(tree: Hierarchy) -> np.ndarray:
@@ -312,8 +312,10 @@ def train(
             raise InputError("the semantic objective needs a taxonomy", "pass --taxonomy FILE")
         tree = Hierarchy.read(cfg.taxonomy, class_names=class_names)
         embed_matrix = torch.tensor(class_embeddings(tree), dtype=torch.float32)
+    elif cfg.objective == "gaussian":  # its own loop, which grows the head
+        raise InputError("the gaussian objective trains elsewhere", "use vision.gaussian_objective.train_gaussian")
     elif cfg.objective != "ce":
-        raise InputError(f"unknown objective {cfg.objective!r}", "use ce or semantic")
+        raise InputError(f"unknown objective {cfg.objective!r}", "use ce, semantic or gaussian")
     outputs = len(class_names) if embed_matrix is None else int(embed_matrix.shape[1])
     backbone = load_backbone(cfg.model, cfg.weights, image_size=cfg.image_size, num_classes=outputs)
     if backbone.classifier is None:

@@ -117,9 +117,10 @@ def test_eval_through_a_collection_matches_numpy(files: dict[str, Path], tmp_pat
         np.flatnonzero(np.asarray(FeatureSet.load(files["npz"]).splits) == "train")
     )
     assert data_set.labels is not None and data_set.paths is not None
-    model = HierarchyModel.fit(
-        data_set.features, data_set.labels, class_names=data_set.classes, threshold=0.3, alpha=3.0
-    )
+    model = HierarchyModel.fit(  # predicted leaves stored (the paper's): what --leaf-from predicted ranks with
+        data_set.features, data_set.labels, class_names=data_set.classes, threshold=0.3, alpha=3.0,
+        leaf_from="predicted",
+    )  # fmt: skip
     store = tmp_path / "store"
     engine = EdgeEngine(store)
     create_collection(engine, "pics", model)
@@ -231,17 +232,22 @@ def test_tune_command_writes_a_model_dir(files: dict[str, Path], tmp_path: Path)
     out = tmp_path / "model"
     code, data, result = run(
         "tune", "--features", files["npz"], "--out", out, "--thresholds", "0.05,0.5", "--alphas", "0.5,2",
-        "--pcas", "all", "--metric", "map@5", "--json",
+        "--pcas", "all", "--metric", "map@5", "--query-classifier", "tied", "--json",
     )  # fmt: skip
     assert code == 0, result.output
     assert len(data["grid"]) == 4 + 4 * len(data["widened"]) and data["fit_size"] + data["val_size"] == 120
     assert data["best_pca"] == "all" and data["best_dims"] == 5 and {g["pca"] for g in data["grid"]} == {"all"}
+    assert {g["classifier"] for g in data["grid"]} == {"tied"} == {data["best_classifier"]}  # pinned: not searched
     model = HierarchyModel.load(out)
     assert model.alpha == data["best_alpha"] and model.threshold == data["best_threshold"]
     assert model.info["tuning"]["metric"] == "map@5"
-    code, _, result = run("tune", "--features", files["npz"], "--out", tmp_path / "m2", "--alphas", "1")
+    code, data, result = run("tune", "--features", files["npz"], "--out", tmp_path / "m2", "--alphas", "1", "--json")
     assert code == 0, result.output
-    assert "t \\ α" in result.stdout and "chose PCA" in result.stdout and ", t=" in result.stdout
+    assert {g["classifier"] for g in data["grid"]} == {"tied", "mahalanobis"}  # searched by default
+    assert HierarchyModel.load(tmp_path / "m2").query_classifier == data["best_classifier"]
+    code, _, result = run("tune", "--features", files["npz"], "--out", tmp_path / "m3", "--alphas", "1")
+    assert code == 0, result.output
+    assert "t \\ α" in result.stdout and "query leaf, PCA" in result.stdout and ", t=" in result.stdout
 
 
 def test_tune_command_updates_a_collection(files: dict[str, Path], tmp_path: Path) -> None:

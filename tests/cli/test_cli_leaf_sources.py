@@ -190,3 +190,29 @@ def test_info_shows_the_leaf_sources_its_info_records(tmp_path: Path, features: 
     assert (row["query_classifier"], row["leaf_from"]) == ("tied", "label")
     table = run("info", "--data-dir", store)
     assert "tied / label" in table.stdout
+
+
+def test_eval_reports_the_leaf_sources_and_their_accuracy(tmp_path: Path, features: Path) -> None:
+    """`eval` says which leaf sources ranked and how often each is right, on held-out queries: the numbers
+    are the fitted model's own leaf accuracy, recomputed here."""
+    x, y = gaussian_classes(np.array([[0.0, 0.0], [1.0, 0.0], [6.0, 6.0], [6.8, 6.0]]), per_class=15, dims=5, seed=9)
+    queries = tmp_path / "q.npz"
+    FeatureSet(x, y, classes=NAMES, paths=[f"q{i}.jpg" for i in range(len(y))]).save(queries)
+    common = ("eval", "--db", features, "--queries", queries, "--methods", "cosine,overlap", "--json")
+    for flags, classifier, leaf_from in (((), "tied", "label"), (("--paper",), "mahalanobis", "predicted")):
+        data = run(*common, *flags)
+        check(data, "cli/eval")
+        record = data["leaf_sources"]
+        assert (record["query_classifier"], record["leaf_from"]) == (classifier, leaf_from)
+        db = FeatureSet.load(features)
+        assert db.labels is not None
+        model = HierarchyModel.fit(
+            db.features, db.labels, class_names=NAMES, query_classifier=classifier, leaf_from=leaf_from,  # type: ignore[arg-type]
+            n_components=0.95,
+        )  # fmt: skip
+        assert record["query_accuracy"] == pytest.approx(np.mean(model.assign(x) == y))
+        want_db = 1.0 if leaf_from == "label" else np.mean(model.assign(db.features) == db.labels)
+        assert record["database_accuracy"] == pytest.approx(want_db)
+    assert 0.5 < record["database_accuracy"] < 1.0  # the paper's predicted leaves miss some stored images
+    text = run(*common[:-1]).stdout
+    assert "tied query classifier (leaf accuracy" in text and "database leaves from label (1.000)" in text

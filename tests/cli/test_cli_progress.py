@@ -76,8 +76,9 @@ def test_ingest_tune_reports_each_grid_and_a_trained_extractor_is_not_flagged(tm
     summary, err = run_json("ingest", src, "-c", "pics", "--model", "pixels", "--image-size", "8", *EMBED,
                             "--data-dir", tmp_path / "store", "--tune", "--json")  # fmt: skip
     check(summary, "cli/ingest")
-    starts(err, "scanned ", "embedding: 40/40", "tuning overlap: fitting PCA 0.95", "tuning overlap: PCA 0.95: ",
-           "tuning overlap: fitting PCA all", "tuned on a validation split", "upserting: 40/40")  # fmt: skip
+    starts(err, "scanned ", "embedding: 40/40", "tuning overlap: fitting PCA 0.95", "tuning overlap (tied): PCA 0.95: ",
+           "tuning overlap: fitting PCA all", "tuning overlap (mahalanobis): PCA all: ",
+           "tuned on a validation split: ", "upserting: 40/40")  # fmt: skip
     assert summary["random_init"] is False and not any(RANDOM in w for w in summary["warnings"])
 
 

@@ -233,12 +233,13 @@ def test_collection_and_numpy_give_the_same_numbers(tmp_path: Path) -> None:
     scoring = Scoring.from_hierarchy(taxonomy, "given")
     kw = {"ks": (1, 5, 10), "scoring": scoring, "mahp_ks": (10,), "hdist_ks": (5,)}
     # Leave-one-out over the collection.
-    numpy_loo = evaluate_arrays(db, db, methods, num_classes=4, **kw)  # type: ignore[arg-type]
+    # upsert_points stored the model's database leaves (leaf_from: the labels); NumPy ranks with the same.
+    numpy_loo = evaluate_arrays(db, db, methods, num_classes=4, leaf_from=model.leaf_from, **kw)  # type: ignore[arg-type]
     engine_loo = evaluate_collection(engine, "c", None, methods, **kw)  # type: ignore[arg-type]
     # New queries against the collection.
     xq, yq = gaussian_classes(centres, per_class=4, dims=4, seed=99)
     queries = Items(model.transform(xq), yq, [f"new{i}" for i in range(len(yq))])
-    numpy_split = evaluate_arrays(queries, db, methods, num_classes=4, **kw)  # type: ignore[arg-type]
+    numpy_split = evaluate_arrays(queries, db, methods, num_classes=4, leaf_from=model.leaf_from, **kw)  # type: ignore[arg-type]
     engine_split = evaluate_collection(engine, "c", queries, methods, **kw)  # type: ignore[arg-type]
     for numpy_res, engine_res, protocol in (
         (numpy_loo, engine_loo, "leave-one-out"),
@@ -253,6 +254,6 @@ def test_collection_and_numpy_give_the_same_numbers(tmp_path: Path) -> None:
     assert "temporary" in engine_loo.settings["euclidean"]["path"]
     assert engine_loo.settings["overlap"]["path"] == "engine (HierarchicalSearcher)"
     assert engine.collections() == ["c"]  # the temporary copies are gone
-    with pytest.raises(InputError, match="stores predicted leaves"):
-        evaluate_collection(engine, "c", None, methods[:2], leaf_from="label")
+    with pytest.raises(InputError, match="stores label leaves"):
+        evaluate_collection(engine, "c", None, methods[:2], leaf_from="predicted")
     engine.close()

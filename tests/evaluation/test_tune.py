@@ -30,11 +30,13 @@ def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, n
     x, y = train
     grids = TuneSettings(thresholds=[0.05, 0.3, 0.9], alphas=[0.0, 0.5, 2.0], pcas=[None], widen=False)
     result = tune(x, y, [f"c{i}" for i in range(5)], settings=grids)
-    assert len(result.rows) == 9
+    assert len(result.rows) == 18  # 3 t × 3 α for each of the two default query classifiers
+    assert [r.classifier for r in result.rows] == ["tied"] * 9 + ["mahalanobis"] * 9
     scores = [r.score for r in result.rows]
     assert result.best_score == max(scores)
-    best = result.rows[scores.index(max(scores))]
+    best = result.rows[scores.index(max(scores))]  # ties: the first in grid order, tied before mahalanobis
     assert (result.best_threshold, result.best_alpha) == (best.threshold, best.alpha)
+    assert result.best_classifier == best.classifier == result.model.query_classifier
     # α = 0 ranks by cosine alone: the cosine reference is the same number.
     for r in result.rows:
         if r.alpha == 0.0:
@@ -45,6 +47,29 @@ def test_tune_picks_the_best_grid_point_and_stores_it(train: tuple[np.ndarray, n
     assert model.info["tuning"]["val_size"] == result.val_size == 40  # 20 % of 5 × 40
     assert model.info["images"] == len(y)  # refitted on all the items
     assert result.to_dict()["grid"][0]["threshold"] == 0.05
+
+
+def test_tune_searches_the_query_classifier_unless_it_is_pinned(train: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = train
+    grids = TuneSettings(thresholds=[0.3], alphas=[2.0], pcas=[None], widen=False)
+    searched = tune(x, y, settings=grids)
+    by_classifier = {r.classifier: r.score for r in searched.rows}
+    assert set(by_classifier) == {"tied", "mahalanobis"}
+    assert searched.best_classifier == max(by_classifier, key=lambda c: (by_classifier[c], c == "tied"))
+    assert set(searched.classifier_accuracy) == {"tied", "mahalanobis"}
+    # Pinned by the user (the CLI's --query-classifier, or --paper): one classifier, that one.
+    pinned = tune(x, y, fit=FitSettings(query_classifier="mahalanobis", pinned=frozenset({"query_classifier"})),
+                  settings=grids)  # fmt: skip
+    assert {r.classifier for r in pinned.rows} == {"mahalanobis"}
+    assert pinned.model.query_classifier == "mahalanobis"
+    assert pinned.best_score == pytest.approx(by_classifier["mahalanobis"])
+    paper = tune(x, y, fit=FitSettings.paper(), settings=replace(grids, pcas=None))
+    assert {r.classifier for r in paper.rows} == {"mahalanobis"} and {r.pca for r in paper.rows} == {0.95}
+    # An explicit grid wins; a head needs the network's layer.
+    only_tied = tune(x, y, settings=replace(grids, classifiers=["tied"]))
+    assert only_tied.best_classifier == "tied" and only_tied.best_score == pytest.approx(by_classifier["tied"])
+    with pytest.raises(InputError, match="head"):
+        tune(x, y, settings=replace(grids, classifiers=["head"]))
 
 
 def test_tune_is_deterministic_and_the_seed_matters(train: tuple[np.ndarray, np.ndarray]) -> None:
@@ -96,7 +121,9 @@ def test_ward_and_given_tune_alpha_only(train: tuple[np.ndarray, np.ndarray]) ->
         x,
         y,
         fit=FitSettings(builder="ward"),
-        settings=TuneSettings("map@r", thresholds=[0.1, 0.2], alphas=[0.5, 1.0], pcas=[None], widen=False),
+        settings=TuneSettings(
+            "map@r", thresholds=[0.1, 0.2], alphas=[0.5, 1.0], pcas=[None], widen=False, classifiers=["tied"]
+        ),
     )
     assert [r.threshold for r in ward.rows] == [None, None]
     assert ward.best_threshold is None and ward.model.builder == "ward"
@@ -142,7 +169,7 @@ def test_eval_tuning_never_sees_the_queries(
         return real(features, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tune_module, "tune", spy)
-    settings = TuneSettings(thresholds=[0.05, 0.5], alphas=[0.5, 2.0])
+    settings = TuneSettings(thresholds=[0.05, 0.5], alphas=[0.5, 2.0], classifiers=["tied"])
     choices = []
     for seed in (1, 2):
         xq, yq = gaussian_classes(CENTRES, per_class=6, dims=5, seed=100 + seed)
@@ -187,8 +214,9 @@ def test_tune_searches_the_pca_and_fits_the_gaussians_once_per_value(monkeypatch
     assert result.pcas == [0.95, 0.99, None]
     assert result.best_pca is None and result.best_dims == 9
     assert sorted({(r.pca, r.dims) for r in result.rows}, key=str) == [(0.95, 1), (None, 9)]
-    assert len(result.rows) == 2 * 2 * 2
-    assert fits == [1, 1, 9, 9]  # one fit per PCA value (0.95, 0.99, all), then the final model's
+    assert len(result.rows) == 2 * 2 * 2 * 2  # PCA spaces × t × α × query classifiers
+    # One fit per PCA value (0.95, 0.99, all), shared by both classifiers; then the final model's.
+    assert fits == [1, 1, 9, 9]
     assert result.model.dims == 9 and result.to_dict()["best_pca"] == "all"
     assert not any("PCA keeps" in w for w in result.warnings)  # all dims kept: nothing to warn about PCA
     assert result.model.info["tuning"]["best_pca"] == "all"
@@ -199,7 +227,8 @@ def test_tune_searches_the_pca_and_fits_the_gaussians_once_per_value(monkeypatch
 def test_an_edge_that_wins_widens_the_grid_once(train: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = train
     base = TuneSettings(thresholds=[0.3], pcas=[None])
-    fit = FitSettings(query_classifier="mahalanobis", leaf_from="predicted")  # the paper's leaves
+    # The paper's leaves, the classifier pinned: one grid per axis, as the assertions count.
+    fit = FitSettings(query_classifier="mahalanobis", leaf_from="predicted", pinned=frozenset({"query_classifier"}))
     tune = partial(tune_function, fit=fit)
     # α keeps helping: widened to 0.6 and 1.2, still the edge → a warning that says so.
     r = tune(x, y, settings=replace(base, alphas=[0.0, 0.3]))

@@ -43,7 +43,7 @@ def test_head_leaf_through_the_searcher_equals_brute_force(tmp_path: Path, kind:
     for strategy in ("exact", "auto"):
         for q in queries:
             hits = searcher.search(q, 5, strategy=strategy)
-            want = model.distance(q, x)
+            want = model.distance(q, x, leaves=model.database_leaves(x, y))  # labels: the model's leaf_from
             order = np.lexsort((ids, want))[:5]
             assert [h.distance for h in hits] == pytest.approx(want[order].tolist(), abs=2e-5)
             assert hits[0].id == ids[order[0]]

@@ -98,7 +98,8 @@ def engine(request, tmp_path_factory, data):
 
 def brute_force(data: dict, query: np.ndarray, k: int, alpha: float | None = None, mask: np.ndarray | None = None):
     model: HierarchyModel = data["model"]
-    d = model.distance(query, data["x"], alpha=alpha)
+    # The stored leaves follow the model's leaf_from: the labels (upsert_points was given them).
+    d = model.distance(query, data["x"], alpha=alpha, leaves=model.database_leaves(data["x"], data["labels"]))
     ids = np.asarray([point_id("pts", key) for key in data["keys"]])
     if mask is not None:
         d = np.where(mask, d, np.inf)

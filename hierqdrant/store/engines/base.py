@@ -26,6 +26,7 @@ from qdrant_client import models
 
 from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.faults import fault
+from hierqdrant.store.engines.cluster import check_layout
 
 SIDECAR_SUFFIX = "--hq-model"
 """Suffix of the server engine's sidecar collection that holds a collection's fitted model."""
@@ -258,15 +259,20 @@ class EngineBase:
         hnsw_m: int | None = None,
         hnsw_ef_construct: int | None = None,
         model: tuple[Mapping[str, bytes], Mapping[str, Any]] | None = None,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         """Create a cosine collection of ``dim``-d vectors with integer/keyword payload indexes.
 
         ``model`` — ``(files, info)`` as for :meth:`write_model` — is stored with it: on the embedded
         engine the collection appears at once with its model; on a server the model is written next.
+        ``shard_number`` / ``replication_factor``: a server's layout (``engines.cluster``; > 1 is refused
+        by the embedded engine).
         """
         check_collection_name(name)
         dim = check_dim(dim)
         check_hnsw(hnsw_m, hnsw_ef_construct)
+        layout = check_layout(self, shard_number, replication_factor)
         stored = None if model is None else (check_model_files(model[0]), check_info(model[1]))
         with self.writing(name):
             if self.exists(name):
@@ -275,7 +281,8 @@ class EngineBase:
                     "delete it first or choose another name",
                 )
             self.check_intact(name)
-            self._create(name, dim, list(integer_index), list(keyword_index), hnsw_m, hnsw_ef_construct, stored)
+            ints, keys = list(integer_index), list(keyword_index)
+            self._create(name, dim, ints, keys, hnsw_m, hnsw_ef_construct, stored, **layout)
 
     def _create(
         self,
@@ -286,6 +293,8 @@ class EngineBase:
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
         model: tuple[dict[str, bytes], dict[str, Any]] | None,
+        shard_number: int | None = None,  # only where ``clustered`` (engines.cluster refuses the rest)
+        replication_factor: int | None = None,
     ) -> None:  # pragma: no cover - every engine overrides it
         raise NotImplementedError
 
@@ -437,9 +446,7 @@ def check_info(info: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return dict(json.loads(json.dumps(dict(info), allow_nan=False)))
     except (TypeError, ValueError) as e:
-        raise InputError(
-            f"model info is not JSON-serialisable: {e}", "pass plain str/int/float/list/dict"
-        ) from e
+        raise InputError(f"model info is not JSON-serialisable: {e}", "pass plain str/int/float/list/dict") from e
 
 
 def sha256_hex(data: bytes) -> str:
@@ -459,9 +466,7 @@ def check_hnsw(hnsw_m: int | None, hnsw_ef_construct: int | None) -> None:
     if hnsw_m is not None and (not isinstance(hnsw_m, int) or hnsw_m < 0):
         raise InputError(f"invalid hnsw_m {hnsw_m!r}", "pass a non-negative integer (default 16)")
     if hnsw_ef_construct is not None and (not isinstance(hnsw_ef_construct, int) or hnsw_ef_construct < 4):
-        raise InputError(
-            f"invalid hnsw_ef_construct {hnsw_ef_construct!r}", "pass an integer >= 4 (default 100)"
-        )
+        raise InputError(f"invalid hnsw_ef_construct {hnsw_ef_construct!r}", "pass an integer >= 4 (default 100)")
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -471,9 +476,7 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def check_points(
-    ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]], dim: int
-) -> np.ndarray:
+def check_points(ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]], dim: int) -> np.ndarray:
     """Validate an upsert: matching lengths, ``(n, dim)`` finite vectors, dict payloads; return float32."""
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -535,9 +538,7 @@ def check_ids(ids: Sequence[str]) -> list[str | int]:
             try:
                 uuid.UUID(p)
             except ValueError as e:
-                raise InputError(
-                    f"invalid point id {orig!r}", "use UUID strings (or unsigned integers)"
-                ) from e
+                raise InputError(f"invalid point id {orig!r}", "use UUID strings (or unsigned integers)") from e
     return out
 
 

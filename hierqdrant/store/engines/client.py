@@ -20,13 +20,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from hierqdrant.core.errors import EngineError, HierqdrantError, InputError, NotFoundError
 from hierqdrant.core.faults import fault
@@ -38,88 +36,27 @@ from hierqdrant.store.engines.base import (
     Record,
     check_batch_size,
     check_ids,
-    check_model_file,
-    corrupt_model,
     hits_of,
     plain_json,
     sha256_hex,
     utc_now,
 )
+from hierqdrant.store.engines.client_common import (
+    _MANIFEST_ID,
+    _REQUEST_BYTES,
+    _SIDECAR_FORMAT,
+    InsecureApiKeyWarning,
+    check_manifest,
+    chunk_batches,
+    chunk_id,
+    describe,
+    insecure_key_warning,
+    join_chunks,
+    safe_url,
+    translate_errors,
+)
 
 __all__ = ["InsecureApiKeyWarning", "QdrantEngine", "insecure_key_warning", "safe_url"]
-
-_NS = uuid.UUID("6f1c2e1a-3d38-4d6b-9a55-1f0f7b2a9c41")  # namespace of the sidecar's point ids
-_MANIFEST_ID = str(uuid.uuid5(_NS, "manifest"))
-_SIDECAR_FORMAT = "hierqdrant-model-sidecar/1"
-_REQUEST_BYTES = 12 * 1024 * 1024  # keep each sidecar upsert well below Qdrant's 32 MiB request limit
-
-
-def safe_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where API keys sometimes hide)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    try:
-        port: int | str | None = parts.port
-    except ValueError:  # out of range or not a number: keep what was typed (after any user info)
-        port = parts.netloc.rpartition("@")[2].rpartition(":")[2][:24]
-    netloc = f"{host}:{port}" if port is not None and port != "" else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-class InsecureApiKeyWarning(UserWarning):
-    """An API key sent over plain ``http://``: anyone on the network path can read it."""
-
-
-_WARNED_INSECURE: set[str] = set()
-
-
-@contextmanager
-def insecure_key_warning(url: str, api_key: str | None) -> Iterator[None]:
-    """Around ``QdrantClient(url=..., api_key=...)``: qdrant-client's "Api key is used with an insecure
-    connection" becomes one :class:`InsecureApiKeyWarning` of ours, once per URL and process, that names
-    the URL (never the key)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
-        yield
-    where = safe_url(url)
-    if api_key and urlsplit(url).scheme.lower() == "http" and where not in _WARNED_INSECURE:
-        _WARNED_INSECURE.add(where)
-        warnings.warn(
-            InsecureApiKeyWarning(
-                f"the API key is sent unencrypted over http to {where} — use https:// for a remote server"
-            ),
-            stacklevel=3,
-        )
-
-
-def _describe(client: QdrantClient) -> tuple[str, bool]:
-    """(location, is_local) of a client, without secrets."""
-    inner = getattr(client, "_client", None)
-    try:
-        from qdrant_client.local.qdrant_local import QdrantLocal
-
-        if isinstance(inner, QdrantLocal):
-            return str(inner.location), True
-    except ImportError:  # pragma: no cover - qdrant-client always ships local mode
-        pass
-    uri = getattr(inner, "rest_uri", None)
-    return (safe_url(uri) if uri else "qdrant"), False
-
-
-def _server_message(e: UnexpectedResponse) -> str:
-    try:
-        body = e.structured()
-        msg = body.get("status", {}).get("error") if isinstance(body, dict) else None
-    except Exception:
-        msg = None
-    if not msg:
-        msg = e.reason_phrase or f"HTTP {e.status_code}"
-    return str(msg).splitlines()[0]
 
 
 class QdrantEngine(EngineBase):
@@ -130,6 +67,7 @@ class QdrantEngine(EngineBase):
     """
 
     kind = "qdrant"
+    clustered = True  # create takes shard_number / replication_factor (engines.cluster)
     not_found_hint = "check the name (hierqdrant collections) or --url"
     model_chunk_bytes = 3 * 1024 * 1024
     """Raw bytes per sidecar chunk point (base64 makes it 4 MiB)."""
@@ -140,66 +78,16 @@ class QdrantEngine(EngineBase):
         if not isinstance(client, QdrantClient):
             raise InputError(f"expected a QdrantClient, got {type(client).__name__}", "pass a QdrantClient")
         self.client = client
-        loc, self.local = _describe(client)
+        loc, self.local = describe(client)
         self.location = safe_url(location) if location and "://" in location else (location or loc)
         self._version: tuple[int, ...] | None = None
+        self._replicas: dict[str, int] = {}  # replication factor of the collection created last (its sidecar's)
 
     # -- errors ------------------------------------------------------------------------------------------
 
-    def _unreachable(self) -> EngineError:
-        return EngineError(
-            f"cannot reach Qdrant at {self.location}", "start the server or check --url / QDRANT_URL"
-        )
-
-    @contextmanager
-    def _errors(self, what: str, name: str | None = None) -> Iterator[None]:
+    def _errors(self, what: str, name: str | None = None) -> AbstractContextManager[None]:
         """Turn qdrant-client exceptions into one-line hierqdrant errors (never echoing credentials)."""
-        try:
-            yield
-        except HierqdrantError:
-            raise
-        except UnexpectedResponse as e:
-            msg = _server_message(e)
-            if e.status_code == 404 and "point" in msg.lower():
-                raise NotFoundError(f"{msg} (collection {name!r})", "upsert the point first") from None
-            if e.status_code == 404 and name is not None:
-                raise self._not_found(name) from None
-            if e.status_code in (401, 403):
-                raise EngineError(
-                    f"Qdrant at {self.location} refused the request (HTTP {e.status_code})",
-                    "check the API key (--api-key / QDRANT_API_KEY)",
-                ) from None
-            if e.status_code in (400, 422):
-                raise InputError(f"Qdrant rejected the request to {what}: {msg}", "fix the request") from None
-            raise EngineError(
-                f"Qdrant at {self.location} failed to {what}: {msg}", "check the server's logs and retry"
-            ) from None
-        except ResponseHandlingException:
-            raise self._unreachable() from None
-        except ValueError as e:  # local mode reports problems as ValueError
-            msg = str(e).splitlines()[0] if str(e) else "invalid request"
-            if name is not None and "not found" in msg.lower() and "vector" not in msg.lower():
-                raise self._not_found(name) from None
-            raise InputError(f"cannot {what}: {msg}", "fix the request") from None
-        except Exception as e:
-            if type(e).__module__.startswith("grpc"):  # prefer_grpc clients
-                code = getattr(e, "code", lambda: None)()
-                cname = getattr(code, "name", "")
-                if cname == "NOT_FOUND" and name is not None:
-                    raise self._not_found(name) from None
-                if cname in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                    raise self._unreachable() from None
-                if cname in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                    raise EngineError(
-                        f"Qdrant at {self.location} refused the request ({cname})",
-                        "check the API key (--api-key / QDRANT_API_KEY)",
-                    ) from None
-                if cname == "INVALID_ARGUMENT":
-                    details = getattr(e, "details", lambda: "")() or cname
-                    raise InputError(
-                        f"Qdrant rejected the request to {what}: {details}", "fix the request"
-                    ) from None
-            raise
+        return translate_errors(self, what, name)
 
     def ping(self) -> None:
         """Check that the server answers (and accepts the API key); raise ``EngineError`` otherwise."""
@@ -240,9 +128,13 @@ class QdrantEngine(EngineBase):
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
         model: tuple[dict[str, bytes], dict[str, Any]] | None,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         """Create a cosine collection with INTEGER / KEYWORD payload indexes (dropping a stale model
-        sidecar), then store ``model``; one stopped in between has none (``create_collection`` adds it)."""
+        sidecar), then store ``model``; one stopped in between has none (``create_collection`` adds it).
+        ``shard_number`` / ``replication_factor`` go to the server (``None``: its defaults); the sidecar
+        gets the same replication factor, so the model survives what the points survive."""
         hnsw = None
         if hnsw_m is not None or hnsw_ef_construct is not None:
             hnsw = models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
@@ -253,7 +145,10 @@ class QdrantEngine(EngineBase):
                 name,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
                 hnsw_config=hnsw,
+                shard_number=shard_number,
+                replication_factor=replication_factor,
             )
+            self._replicas = {name: replication_factor} if replication_factor else {}
             with warnings.catch_warnings():
                 # local mode warns that payload indexes have no effect there; that is expected
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
@@ -363,9 +258,7 @@ class QdrantEngine(EngineBase):
                 yield [
                     Record(
                         str(r.id),
-                        np.asarray(_unnamed(r.vector), dtype=np.float32)
-                        if with_vectors and r.vector
-                        else None,
+                        np.asarray(_unnamed(r.vector), dtype=np.float32) if with_vectors and r.vector else None,
                         r.payload or {},
                     )
                     for r in recs
@@ -373,15 +266,26 @@ class QdrantEngine(EngineBase):
             if offset is None:
                 return
 
-    def query_batch(self, name: str, requests: Sequence[models.QueryRequest]) -> list[list[Hit]]:
-        """One ``query_batch_points`` call for the whole batch."""
+    def query_batch(
+        self,
+        name: str,
+        requests: Sequence[models.QueryRequest],
+        *,
+        consistency: models.ReadConsistencyType | int | None = None,
+    ) -> list[list[Hit]]:
+        """One ``query_batch_points`` call for the whole batch; ``consistency``: how many replicas of each
+        shard answer (``None``: the server's default, one)."""
         if not requests:
             return []
         with self._errors("query", name), warnings.catch_warnings():
             # local mode is always exact: its warning that search params have no effect is noise here
             warnings.filterwarnings("ignore", message="Local mode performs exact")
-            responses = self.client.query_batch_points(name, requests=list(requests))
+            responses = self.client.query_batch_points(name, requests=list(requests), consistency=consistency)
         return [hits_of(r.points) for r in responses]
+
+    def replication_factor(self, name: str) -> int:
+        """The collection's replication factor (1 where the server or local mode does not say)."""
+        return int(self._collection(name).config.params.replication_factor or 1)
 
     def optimize(self, name: str) -> None:
         """Wait until the server's optimizers are done (status green); nudge a grey collection once.
@@ -407,8 +311,7 @@ class QdrantEngine(EngineBase):
                 nudged = True
             if time.monotonic() > deadline:
                 raise EngineError(
-                    f"collection {name!r} at {self.location} still optimizing after "
-                    f"{self.optimize_timeout:.0f} s",
+                    f"collection {name!r} at {self.location} still optimizing after {self.optimize_timeout:.0f} s",
                     "wait and retry, or search it as it is",
                 )
             time.sleep(0.5)
@@ -438,7 +341,9 @@ class QdrantEngine(EngineBase):
         with self._errors("store the model", side):
             if not self.client.collection_exists(side):
                 self.client.create_collection(
-                    side, vectors_config=models.VectorParams(size=1, distance=models.Distance.COSINE)
+                    side,
+                    vectors_config=models.VectorParams(size=1, distance=models.Distance.COSINE),
+                    replication_factor=self._replicas.get(name),
                 )
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Payload indexes have no effect")
@@ -454,7 +359,7 @@ class QdrantEngine(EngineBase):
                     b64 = base64.b64encode(data[k * chunk : (k + 1) * chunk]).decode("ascii")
                     pending.append(
                         models.PointStruct(
-                            id=_chunk_id(gen, fname, k),
+                            id=chunk_id(gen, fname, k),
                             vector=[1.0],
                             payload={"hq_model": "chunk", "gen": gen, "file": fname, "index": k, "data": b64},
                         )
@@ -512,10 +417,7 @@ class QdrantEngine(EngineBase):
             recs = self.client.retrieve(side, [_MANIFEST_ID], with_payload=True, with_vectors=False)
         if not recs:
             return None
-        payload = recs[0].payload or {}
-        if payload.get("format") != _SIDECAR_FORMAT or not isinstance(payload.get("files"), dict):
-            raise corrupt_model(name, "manifest", "unknown format")
-        return payload
+        return check_manifest(name, recs[0].payload or {})
 
     def read_model(self, name: str) -> tuple[dict[str, bytes], dict[str, Any]] | None:
         """Read the model from the sidecar and verify every file's size and sha256."""
@@ -525,34 +427,14 @@ class QdrantEngine(EngineBase):
         if manifest is None:
             return None
         side = name + SIDECAR_SUFFIX
-        gen = str(manifest["gen"])
         files: dict[str, bytes] = {}
-        try:
-            # as many chunks per retrieve as fit in one request of the size used for writing
-            step = max(1, _REQUEST_BYTES // max(1, int(manifest.get("chunk_bytes", self.model_chunk_bytes))))
-            entries = [
-                (str(f), int(r["chunks"]), int(r["size"]), str(r["sha256"]))
-                for f, r in manifest["files"].items()
-            ]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise corrupt_model(name, "manifest", "unreadable file list") from None
-        for fname, n, size, sha in entries:
-            ids = [_chunk_id(gen, fname, k) for k in range(n)]
-            parts: dict[int, bytes] = {}
-            for a in range(0, n, step):
+        for fname, n, size, sha, batches in chunk_batches(name, manifest, self.model_chunk_bytes):
+            payloads = []
+            for ids in batches:
                 with self._errors("read the model", side):
-                    recs = self.client.retrieve(
-                        side, ids[a : a + step], with_payload=True, with_vectors=False
-                    )
-                for r in recs:
-                    p = r.payload or {}
-                    try:
-                        parts[int(p["index"])] = base64.b64decode(p["data"], validate=True)
-                    except (KeyError, ValueError, TypeError):
-                        raise corrupt_model(name, fname, "unreadable chunk") from None
-            if len(parts) != n:
-                raise corrupt_model(name, fname, f"{n - len(parts)} of {n} chunks missing")
-            files[fname] = check_model_file(name, fname, b"".join(parts[k] for k in range(n)), size, sha)
+                    recs = self.client.retrieve(side, ids, with_payload=True, with_vectors=False)
+                payloads += [r.payload or {} for r in recs]
+            files[fname] = join_chunks(name, fname, n, size, sha, payloads)
         return files, dict(manifest.get("info") or {})
 
     def read_info(self, name: str) -> dict[str, Any] | None:
@@ -571,12 +453,7 @@ class QdrantEngine(EngineBase):
             pass
 
 
-def _chunk_id(gen: str, fname: str, k: int) -> str:
-    return str(uuid.uuid5(_NS, f"{gen}/{fname}/{k}"))
-
-
 def _unnamed(v: Any) -> Any:
     if isinstance(v, dict):
         return v.get("")
     return v
-

@@ -259,6 +259,8 @@ class EdgeEngine(EngineBase):
         hnsw_m: int | None,
         hnsw_ef_construct: int | None,
         model: tuple[dict[str, bytes], dict[str, Any]] | None,
+        shard_number: int | None = None,  # always None here: EngineBase.create refuses more than one shard
+        replication_factor: int | None = None,  # … and replicas (engines.cluster.check_layout)
     ) -> None:
         """Build shard, indexes, model and ``collection.json`` (last) in a temporary folder; rename it.
 

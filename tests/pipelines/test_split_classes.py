@@ -1,0 +1,75 @@
+"""``ingest --split-classes`` (issue 15): sub-class leaves from any features, without retraining."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from typer.testing import CliRunner
+
+from hierqdrant.core.features import FeatureSet
+from hierqdrant.store.engines import connect
+from hierqdrant_cli import app
+from tests.schema_check import check
+
+runner = CliRunner()
+
+
+def run(*args: Any, code: int = 0) -> Any:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if code == 0 and "--json" in args else result
+
+
+def _features(path: Path) -> tuple[Path, np.ndarray]:
+    """Class "two" is two clusters (hidden mode 1, 2); class "one" is one."""
+    rng = np.random.default_rng(0)
+    n, d = 80, 6
+    x = rng.normal(size=(3 * n, d))
+    mode = np.repeat([0, 1, 2], n)
+    x[mode == 1, 0] += 9.0
+    x[mode == 2, 0] -= 9.0
+    x[mode > 0, 1] += 15.0
+    y = np.minimum(mode, 1)
+    FeatureSet(x, y, classes=["one", "two"], paths=[f"m{m}_{i}.jpg" for i, m in enumerate(mode)]).save(path)
+    return path, mode
+
+
+def test_split_classes_gives_sub_class_leaves_with_class_labels(tmp_path: Path) -> None:
+    features, mode = _features(tmp_path / "f.npz")
+    store = tmp_path / "db"
+    out = run("ingest", features, "-c", "s", "--data-dir", store, "--split-classes", "--json")
+    assert out["classes"] == 3  # the model's leaves
+    show = run("hierarchy", "show", "-c", "s", "--data-dir", store, "--json")
+    check(show, "cli/hierarchy-show")
+    assert show["subclass_of"] == [0, 1, 1] and show["classes"] == 2 and show["subclasses"] == 3
+    assert "two" in show["hierarchy"]["node_names"]
+    text = run("hierarchy", "show", "-c", "s", "--data-dir", store)
+    assert "sub-class of two" in text.stdout and "sub-class of one" not in text.stdout
+    engine = connect(data_dir=store)
+    leaves: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+    for batch in engine.scroll("s"):
+        for r in batch:
+            hq = r.payload["hq"]
+            m = int(r.payload["path"][1])
+            assert hq["label"] == ("one" if m == 0 else "two")  # label stays the class
+            leaves[m].add(hq["leaf"])
+    engine.close()
+    assert leaves[0] == {0} and len(leaves[1]) == len(leaves[2]) == 1 and leaves[1] | leaves[2] == {1, 2}
+
+
+def test_split_classes_refuses_tune(tmp_path: Path) -> None:
+    features, _ = _features(tmp_path / "f.npz")
+    bad = run("ingest", features, "-c", "s", "--data-dir", tmp_path / "db", "--split-classes", "--tune", code=2)
+    assert "--tune does not take sub-class leaves" in bad.stderr
+
+
+def test_eval_reports_which_classes_break_the_gaussian_assumption(tmp_path: Path) -> None:
+    features, _ = _features(tmp_path / "f.npz")
+    out = run("eval", "--db", features, "--queries", features, "--methods", "cosine,overlap", "--json")
+    check(out, "cli/eval")
+    per_class = out["gaussianity"]["classes"]
+    assert set(per_class) == {"one", "two"}
+    assert per_class["two"]["axis_ks"] > 0.15 > per_class["one"]["axis_ks"]  # two clusters vs one Gaussian
