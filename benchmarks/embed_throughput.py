@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=None, help=f"default min(8, cores) = {default_num_workers()}")
     ap.add_argument("--model", default="resnet50", help="torchvision model name (random weights)")
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument(
+        "--decode", default="auto", choices=("auto", "workers", "device"),
+        help="where JPEGs are decoded: auto (on the GPU when there is one), workers (Pillow), device",
+    )  # fmt: skip
     ap.add_argument("--keep", type=Path, default=None, help="write the synthetic JPEGs here and keep them")
     args = ap.parse_args(argv)
 
@@ -138,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # Warm-up: cuDNN autotuning, CUDA context, worker start-up code paths.
         warm = paths[: min(len(paths), 2 * args.batch_size)]
-        extract_features(warm, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
+        extract_features(
+            warm, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False, decode=args.decode
+        )
         _sync(dev)
         t0 = time.perf_counter()
-        ex = extract_features(paths, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
+        ex = extract_features(
+            paths, bb, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False, decode=args.decode
+        )
         _sync(dev)
         e2e = len(ex.indices) / (time.perf_counter() - t0)
         if ex.skipped:
@@ -151,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
             bb, module=torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), feature_dim=3
         )
         t0 = time.perf_counter()
-        px = extract_features(paths, pipe, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False)
+        px = extract_features(
+            paths, pipe, device=dev, batch_size=args.batch_size, num_workers=workers, progress=False, decode=args.decode
+        )
         _sync(dev)
         pipe_rate = len(px.indices) / (time.perf_counter() - t0)
     mo = model_only(bb.module, dev, args.batch_size, args.image_size, len(paths), bb.is_conv)
 
     print()
     print(
-        f"{args.model} (random weights), {source}, batch {args.batch_size}, {workers} workers, "
+        f"{args.model} (random weights), {source}, batch {args.batch_size}, {workers} workers, decode {args.decode}, "
         f"{os.cpu_count()} CPU cores"
     )
     print()

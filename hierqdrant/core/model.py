@@ -381,14 +381,18 @@ class HierarchyModel:
         *,
         projected: bool = False,
         raw: np.ndarray | None = None,
+        leaf_from: str | None = None,
     ) -> np.ndarray:
-        """Leaf of every stored item by the model's ``leaf_from``: its label (a class index ≥ 0; None or
-        −1: unknown) with ``"label"``, else — and for items without a label — :meth:`assign`. With sub-class
-        leaves a label names the class: the leaf is the query classifier's best sub-class of that class."""
+        """Leaf of every stored item by ``leaf_from`` (None: the model's): its label (a class index ≥ 0;
+        None or −1: unknown) with ``"label"``, else — and for items without a label — :meth:`assign`. With
+        sub-class leaves a label names the class: the leaf is the query classifier's best sub-class of it."""
+        source = self.leaf_from if leaf_from is None else leaf_from
+        if source not in LEAF_FROM:
+            raise InputError(f"unknown leaf source {source!r}", "use predicted or label")
         n = np.atleast_2d(np.asarray(features)).shape[0]
         known = np.zeros(n, dtype=bool)
         y = np.full(n, -1, dtype=np.int64)
-        if labels is not None and self.leaf_from == "label":
+        if labels is not None and source == "label":
             y = np.asarray([-1 if v is None else int(v) for v in labels], dtype=np.int64)
             k = len(self.class_names)
             if y.shape != (n,) or (y >= k).any():

@@ -139,7 +139,8 @@ class TuneResult:
     """The chosen ``best_pca`` / ``best_threshold`` / ``best_alpha``, every grid row, and ``model``:
     fitted on all the given items with them (``model.threshold``, ``model.alpha``, its PCA; the search
     in ``model.info["tuning"]``). ``widened``: the grid edges extended once; ``warnings``: what makes
-    the result mean little; ``leaf_accuracy``: of the chosen PCA's Gaussians on the validation split."""
+    the result mean little; ``leaf_accuracy``: of the chosen PCA and query classifier on the validation split
+(``classifier_accuracy``: of each classifier tried, at its best PCA); ``best_classifier``: the one chosen."""
 
     best_threshold: float | None
     best_alpha: float

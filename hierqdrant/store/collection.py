@@ -361,17 +361,15 @@ def hq_payload_for(
     attached = model.extractor.get("name") == ATTACHED_EXTRACTOR
     raw = unit_rows(x) if attached else x
     z = model.transform(raw)
-    leaves = model.assign(z, projected=True, raw=raw)
     index = {c: i for i, c in enumerate(model.class_names)}
-    out = []
-    for row, leaf in enumerate(leaves):
-        label = None if labels is None or labels[row] is None else str(labels[row])
-        known = index.get(label) if label is not None else None
-        if leaf_from == "label" and known is not None:
-            leaf = known
-        hq = hq_payload(model, int(leaf), label=known, norm=None if attached else float(np.linalg.norm(z[row])))
-        out.append({key: hq})
-    return out
+    known = np.asarray(
+        [-1 if labels is None or labels[row] is None else index.get(str(labels[row]), -1) for row in range(len(z))],
+        dtype=np.int64,
+    )
+    # A known label is the leaf with leaf_from="label" (with sub-class leaves: its class's best sub-class).
+    leaves = model.database_leaves(z, known, projected=True, raw=raw, leaf_from=leaf_from)
+    hqs = hq_payloads(model, leaves, labels=known, norms=None if attached else np.linalg.norm(z, axis=1))
+    return [{key: hq} for hq in hqs]
 
 
 @dataclass
@@ -514,15 +512,12 @@ def _reassign(engine: Engine, name: str, model: HierarchyModel, batch_size: int,
     key = info.get("payload_key", DEFAULT_PAYLOAD_KEY)
     state = collection_state(info) or "complete"  # kept: an ingest that did not finish still has to
     updated = 0
-    for ids, vecs, payloads in iter_points(
-        engine, name, with_vectors=leaf_from == "predicted", batch_size=batch_size, payload_key=key
-    ):
-        if leaf_from == "predicted":
-            assert vecs is not None
-            leaves = model.assign(vecs, projected=True)
-        else:
-            index = {c: i for i, c in enumerate(model.class_names)}
-            leaves = np.asarray([index[p.get(key, {}).get("label")] for p in payloads])
+    index = {c: i for i, c in enumerate(model.class_names)}
+    # The vectors are read in both modes: a point without a label, or a sub-class leaf, needs them.
+    for ids, vecs, payloads in iter_points(engine, name, with_vectors=True, batch_size=batch_size, payload_key=key):
+        assert vecs is not None
+        known = np.asarray([index.get(p.get(key, {}).get("label"), -1) for p in payloads], dtype=np.int64)
+        leaves = model.database_leaves(vecs, known, projected=True, leaf_from=leaf_from)
         values = []
         for leaf, payload in zip(leaves, payloads, strict=True):
             old_hq = payload.get(key, {})

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hierqdrant.core.errors import InputError
 from hierqdrant.vision.backbones import Backbone
+from hierqdrant.vision.device_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from hierqdrant.vision.images import ImageDecodeError, load_rgb
 from hierqdrant.vision.preprocessing import ImageTransform
 from hierqdrant.vision.sources import Skipped
@@ -31,7 +32,11 @@ if TYPE_CHECKING:  # rich is imported only when a progress bar is shown
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["Extracted", "extract_features", "resolve_device", "default_num_workers"]
+__all__ = ["DECODE_MODES", "Extracted", "extract_features", "resolve_device", "default_num_workers"]
+
+#: Where JPEGs are decoded: ``auto`` (on the GPU when the model runs on one, else in the workers),
+#: ``workers`` (Pillow in the DataLoader workers) or ``device`` (torchvision.io on the model's device).
+DECODE_MODES: tuple[str, ...] = ("auto", "workers", "device")
 
 ImageHook = Callable[[Image.Image, int], Image.Image]
 BatchCallback = Callable[[np.ndarray, np.ndarray], None]
@@ -184,6 +189,7 @@ def extract_features(
     on_batch: BatchCallback | None = None,
     progress: bool | Callable[[int], None] = True,
     console: Console | None = None,
+    decode: str = "auto",
 ) -> Extracted:
     """Penultimate features of every image in ``paths``.
 
@@ -194,7 +200,8 @@ def extract_features(
     features)`` is called after every batch, also with empty arrays when a batch held only bad files.
     The backbone's module is moved to the device (and left there). ``progress``: ``True`` a rich bar on
     ``console`` (stderr by default), ``False`` none, or a callable told how many files each batch handled
-    (the caller shows the progress).
+    (the caller shows the progress). ``decode``: where JPEGs are decoded (:data:`DECODE_MODES`; ``device``
+    needs the standard transform and no ``image_hook``, see :mod:`hierqdrant.vision.device_decode`).
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}", "pass e.g. --batch-size 256")
@@ -214,13 +221,20 @@ def extract_features(
     # The standard transform is split: workers resize + crop to uint8 (4× fewer bytes through shared
     # memory, pinned memory and PCIe), the device converts and normalises the whole batch.
     split = backbone.transform if isinstance(backbone.transform, ImageTransform) else None
+    path_strs = [str(p) for p in paths]
+    decoder = _device_decoder(decode, dev, split, image_hook, path_strs)
+    dataset: Dataset[Any] = (
+        EncodedDataset(paths, split)  # type: ignore[arg-type]
+        if decoder is not None
+        else ImageDataset(paths, split.to_uint8 if split is not None else backbone.transform, image_hook)
+    )
     loader = DataLoader(
-        ImageDataset(paths, split.to_uint8 if split is not None else backbone.transform, image_hook),
+        dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=collate_images,
-        pin_memory=on_cuda,
+        collate_fn=collate_encoded if decoder is not None else collate_images,
+        pin_memory=on_cuda and decoder is None,
         **loader_kwargs,
     )
     model = backbone.module
@@ -240,7 +254,6 @@ def extract_features(
     feats: list[np.ndarray] = []
     idxs: list[np.ndarray] = []
     skipped: list[Skipped] = []
-    path_strs = [str(p) for p in paths]
     advance = progress if callable(progress) else None
     bar = _progress(console) if progress is True else None
     task = bar.add_task(f"features ({backbone.name}, {dev})", total=n) if bar is not None else None
@@ -266,7 +279,8 @@ def extract_features(
         if bar is not None:
             bar.start()
         with torch.inference_mode(), autocast:
-            for batch in loader:
+            for loaded in loader:
+                batch = ImageBatch(*decoder(loaded)) if decoder is not None else loaded
                 skipped.extend(Skipped(path_strs[i], r) for i, r in batch.failed)
                 ind = batch.indices.numpy().astype(np.int64, copy=False)
                 count = len(ind) + len(batch.failed)
@@ -322,3 +336,20 @@ def extract_features(
             "check the backbone's image_size and weights",
         )
     return Extracted(features=features, indices=indices, skipped=skipped)
+
+
+def _device_decoder(
+    decode: str, dev: torch.device, split: ImageTransform | None, image_hook: ImageHook | None, paths: list[str]
+) -> DeviceDecoder | None:
+    """The decoder of ``decode="device"`` (and of ``auto`` on a GPU), or None to decode in the workers."""
+    if decode not in DECODE_MODES:
+        raise InputError(f"unknown decode mode {decode!r}", f"use one of {', '.join(DECODE_MODES)}")
+    if decode == "workers" or (decode == "auto" and (dev.type != "cuda" or split is None or image_hook is not None)):
+        return None
+    if split is None or image_hook is not None:
+        raise InputError(
+            "decoding on the device needs the standard image transform and no image hook (perturbations run on "
+            "Pillow images)",
+            "decode in the workers (decode='workers')",
+        )
+    return DeviceDecoder(split, dev, paths)
