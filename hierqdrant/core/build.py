@@ -244,6 +244,28 @@ def graft_subclasses(class_tree: Hierarchy, subclass_of: np.ndarray, leaf_names:
     return Hierarchy(parent, kp, class_names=list(leaf_names), node_names=node_names)
 
 
+def collapse_subclasses(tree: Hierarchy, subclass_of: np.ndarray, class_names: Sequence[str]) -> Hierarchy:
+    """The class tree under a tree of sub-class leaves (the inverse of :func:`graft_subclasses`): each split
+    class's node becomes the leaf of its class (its sub-class leaves dropped), an unsplit class's one leaf
+    stays. Leaves ``0 … K−1`` are the classes, inner nodes keep their order. What scores an evaluation whose
+    relevance is by class (mahp, hdist, severity index the tree by class)."""
+    s = np.asarray(subclass_of, dtype=np.int64)
+    k = len(class_names)
+    counts = np.bincount(s, minlength=k)
+    first = np.searchsorted(s, np.arange(k))  # sub-classes are numbered by class
+    class_node = np.where(counts > 1, tree.parent[first], first)
+    is_class = np.zeros(tree.num_nodes, dtype=bool)
+    is_class[class_node] = True
+    inner = [v for v in range(tree.num_leaves, tree.num_nodes) if not is_class[v]]
+    new_id = np.full(tree.num_nodes, -1, dtype=np.int64)
+    new_id[class_node] = np.arange(k)
+    new_id[inner] = k + np.arange(len(inner))
+    old_of = [*class_node.tolist(), *inner]
+    parent = np.asarray([-1 if tree.parent[v] < 0 else int(new_id[tree.parent[v]]) for v in old_of], dtype=np.int64)
+    names = tree.node_names
+    return Hierarchy(parent, k, class_names=list(class_names), node_names=[*class_names, *(names[v] for v in inner)])
+
+
 def build_with_subclasses(
     builder: str,
     points: np.ndarray,

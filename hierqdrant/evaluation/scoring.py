@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hierqdrant.core.build import build_given
+from hierqdrant.core.build import build_given, collapse_subclasses
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.hierarchy import Hierarchy
 from hierqdrant.core.model import HierarchyModel
@@ -130,12 +130,20 @@ def choose_scoring(
         if m.name in ("overlap", "hierarchy-only") and m.model is not None:
             t = m.model.threshold
             return Scoring.from_hierarchy(
-                m.model.hierarchy,
+                class_tree(m.model),
                 f"learned overlap tree (t={t:g}, height {m.model.tree_height})"
                 if t is not None
                 else f"learned {m.model.builder} tree",
             )
-    return Scoring.from_hierarchy(base.hierarchy, fallback_name)
+    return Scoring.from_hierarchy(class_tree(base), fallback_name)
+
+
+def class_tree(model: HierarchyModel) -> Hierarchy:
+    """The model's tree over its classes: the tree itself, or with sub-class leaves (DESIGN.md §1.9) the
+    class tree under them — relevance and the hierarchical metrics are by class."""
+    if model.subclasses is None:
+        return model.hierarchy
+    return collapse_subclasses(model.hierarchy, model.subclasses.subclass_of, model.subclasses.classes)
 
 
 # ---------------------------------------------------------------------------------- the results

@@ -113,3 +113,38 @@ def test_a_model_without_sub_classes_keeps_its_manifest() -> None:
     assert "subclasses" not in plain.summary()
     with pytest.raises(InputError):
         SubclassMap(["a"], np.array([0, 1]))
+
+
+def test_collapsing_grafted_subclasses_gives_the_class_tree_back() -> None:
+    """Scoring by class (mahp, hdist, severity) uses the class tree under a sub-class model's tree."""
+    from hierqdrant.core.build import collapse_subclasses, graft_subclasses
+    from hierqdrant.core.hierarchy import Hierarchy
+
+    classes = list("abcde")
+    tree = Hierarchy(np.array([5, 5, 6, 6, 7, 7, 8, 8, -1]), 5, class_names=classes)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        sub = np.sort(np.concatenate([np.arange(5), rng.integers(0, 5, rng.integers(0, 6))]))
+        names = [f"s{i}" for i in range(sub.size)]
+        grafted = graft_subclasses(tree, sub, names)
+        back = collapse_subclasses(grafted, sub, classes)
+        assert np.array_equal(back.parent, tree.parent), sub
+        assert np.array_equal(back.lca_height_matrix(), tree.lca_height_matrix())
+        assert back.class_names == classes
+
+
+def test_a_subclass_models_evaluation_is_scored_on_its_class_tree() -> None:
+    from hierqdrant.core.model import HierarchyModel
+    from hierqdrant.evaluation.scoring import class_tree
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [0.0, 6.0], [9.0, 0.0], [9.0, 6.0], [30.0, 30.0]])
+    sub = np.repeat(np.arange(5), 20)
+    x = np.hstack([centres[sub], np.zeros((sub.size, 1))]) + rng.standard_normal((sub.size, 3)) * 0.5
+    model = HierarchyModel.fit(x, sub, class_names=["a", "b", "c"], subclass_of=[0, 0, 1, 1, 2], n_components=None)
+    tree = class_tree(model)
+    assert tree.num_leaves == 3 and tree.class_names == ["a", "b", "c"]
+    lca = tree.lca_height_matrix()
+    assert (np.diag(lca) == 0).all() and lca[0, 1] == lca[1, 0] >= 1
+    plain = HierarchyModel.fit(x, sub, n_components=None)
+    assert class_tree(plain) is plain.hierarchy
