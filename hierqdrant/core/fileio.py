@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,9 +28,9 @@ def fsync_dir(directory: str | Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on a directory; the rename itself is done
-        pass
+        # some file systems refuse fsync on a directory; the rename itself is done
+        with suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 

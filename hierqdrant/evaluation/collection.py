@@ -10,6 +10,7 @@ of the collection (same ids, vectors and leaves, the method's ancestor paths), d
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -242,10 +243,9 @@ def evaluate_collection(
             seconds[m.key] = time.perf_counter() - t0
     finally:
         for name in scratch:
-            try:
+            # a failed clean-up must not hide the evaluation's own error
+            with contextlib.suppress(Exception):
                 engine.delete(name)
-            except Exception:  # a failed clean-up must not hide the evaluation's own error
-                pass
     return EvalResult(
         protocol=protocol_name(has_self, len(queries), len(database)),
         queries=len(queries),

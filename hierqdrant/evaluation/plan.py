@@ -211,6 +211,11 @@ class EvalContext:
             **{f"{part}_accuracy": _share(*counts.get(part, (0, 0))) for part in ("query", "database")},
         }
 
+    def leaf_accuracy(self, part: str = "query") -> float:
+        """The share counted by :meth:`count_leaves` for ``part`` (``query`` or ``database``); nan: none."""
+        share = _share(*self.leaf_counts.get(part, (0, 0)))
+        return float("nan") if share is None else share
+
     @property
     def leaf_from(self) -> str:
         """How database items of a model fitted here get their leaf (the plan's, else the default)."""

@@ -214,16 +214,17 @@ def finish_cross_fitting(
     ctx: EvalContext,
     parts: Sequence[tuple[np.ndarray, EvalResult]],
     fold_info: list[dict[str, Any]],
-    correct: int,
     n_queries: int,
     n_fit: int,
 ) -> EvalResult:
     """What both cross-fitting paths (arrays, engine) do after their folds: the flat-tree and leaf-accuracy
-    warnings, the ``cross_fitting`` record of the JSON, and the per-fold results merged in query order."""
+    warnings, the ``cross_fitting`` record of the JSON, and the per-fold results merged in query order. The
+    leaf accuracy is what the folds counted with :meth:`EvalContext.count_leaves` (nan where no fold had a
+    model, or its leaves were not measured)."""
     overlap = [rec["methods"]["overlap"] for rec in fold_info if "overlap" in rec["methods"]]
     if overlap and ctx.plan.tuning is None:  # tuning looks at every threshold it tries itself
         ctx.warn(*diagnostics.flat_tree([(o.get("threshold"), o["tree_height"]) for o in overlap]))
-    accuracy = correct / n_queries if n_queries else float("nan")
+    accuracy = ctx.leaf_accuracy("query")
     ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, f"on the {n_queries} cross-fitted queries"))
     ctx.extra["cross_fitting"] = {
         "folds": ctx.plan.folds,

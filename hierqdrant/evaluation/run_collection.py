@@ -177,7 +177,7 @@ def _cross_fit(
     fit_folds = assign_folds(fit_y, k, plan.seed)
     q_folds = query_folds(match, fit_folds, k, plan.seed)
     check_fold_classes(fit_y, fit_folds, k, stored.class_names)
-    untuned = replace(ctx, plan=replace(plan, tuning=None), warnings=[], notes=[], extra={})
+    untuned = replace(ctx, plan=replace(plan, tuning=None), warnings=[], notes=[], extra={}, leaf_counts={})
     full_methods = fit_methods(untuned, ctx.names, fit_z, fit_y, stored.class_names, base=stored)[1]
     scoring = choose_scoring(plan.score_taxonomy, full_methods, stored, "the collection's tree")
     parts: list[tuple[np.ndarray, EvalResult]] = []
@@ -189,7 +189,6 @@ def _cross_fit(
     model_names = [n for n in ctx.names if n not in PLAIN]
     tuned_first: dict[str, TuneResult] = {}
     per_fold: list[dict[str, Any]] = []
-    correct = 0
     for f, rows, train in fold_splits(q_folds, fit_folds, k) if model_names else ():
         ctx.hooks.log(
             f"cross-fitting fold {f + 1}/{k}: refitting the class Gaussians and the tree on {train.size} points"
@@ -205,12 +204,11 @@ def _cross_fit(
         q_leaves = None
         if base_f.query_classifier != "head":
             q_leaves = base_f.assign(q_f.z, projected=True)
-            correct += int(np.sum(q_leaves == q_f.labels))
         db_f = Items(database.z, database.labels, database.ids, database_leaves(base_f, database, leaf_from))
         ctx.count_leaves(base_f, leaf_from, q_leaves, q_f.labels, db_f.leaves, db_f.labels)
         res = _search(ctx, engine, q_f, db_f, methods, scoring, None, f"searching fold {f + 1}/{k}")
         parts.append((rows, res))
         per_fold.append(fold_record(f, rows.size, train.size, base_f, methods, tuned))
-    result = finish_cross_fitting(ctx, parts, per_fold, correct, len(queries), int(fit_y.size))
+    result = finish_cross_fitting(ctx, parts, per_fold, len(queries), int(fit_y.size))
     result.info["leaves"] = leaf_from
     return result, with_folds(tuned_first, per_fold)

@@ -97,11 +97,11 @@ def eval_files(ctx: EvalContext, db_kind: str, db_path: Path) -> tuple[EvalResul
     # Raw baselines alone still fit a model: its tree scores mahp, hdist and severity.
     base, methods, tuned = fit_methods(ctx, _model_names(ctx) or ["cosine"], fit_src.features, fit_y, names)
     methods = [m for m in methods if m.name in ctx.names]
-    _diagnose(ctx, base, queries, database, leaky)
+    q_items, db_items = _project(base, queries), _project(base, database)
+    _diagnose(ctx, base, q_items, db_items, leaky)
     ctx.extra["gaussianity"] = model_gaussianity(base, fit_src.features, fit_y)  # per class (DESIGN.md §1.9)
     scoring = choose_scoring(plan.score_taxonomy, methods, base, "the learned tree")
     raw = [Method(n) for n in ctx.names if n in RAW_METHODS]
-    q_items, db_items = _project(base, queries), _project(base, database)
     result = _rank(ctx, q_items, db_items, raw + methods, base.num_classes, scoring, "ranking the queries")
     result.metrics = {n: result.metrics[n] for n in ctx.names if n in result.metrics}
     if leaky:
@@ -159,12 +159,12 @@ def _rank(
 
 def _diagnose(ctx: EvalContext, base: HierarchyModel, queries: Items, database: Items, leaky: bool) -> None:
     """The model's warnings, with the leaf accuracy on the queries (held out, unless leaky) and the
-    database (the report's ``leaf_sources``)."""
+    database (the report's ``leaf_sources``); ``queries`` and ``database`` are in ``base``'s space."""
     ctx.warn(*diagnostics.narrow_pca(base.dims, base.num_classes, base.input_dims))
     if base.builder == "overlap" and ctx.plan.tuning is None:
         ctx.warn(*diagnostics.flat_tree([(base.threshold, base.tree_height)]))
-    leaves = base.assign(_project(base, queries).z, projected=True, raw=queries.raw)
-    db_leaves = database_leaves(base, _project(base, database), ctx.leaf_from)
+    leaves = base.assign(queries.z, projected=True, raw=queries.raw)
+    db_leaves = database_leaves(base, database, ctx.leaf_from)
     ctx.count_leaves(base, ctx.leaf_from, leaves, queries.labels, db_leaves, database.labels)
     where = "on the queries, which the model was fitted on" if leaky else f"on the {len(queries)} held-out queries"
     ctx.warn(*diagnostics.low_leaf_accuracy(diagnostics.leaf_accuracy(leaves, queries.labels), where))
@@ -189,7 +189,7 @@ def _cross_fit(
     # The reference model on every training item: its tree scores mahp/hdist/severity for all folds (one
     # yardstick for every query and method), and its shape is what the diagnostics look at.
     full_plan = replace(plan, tuning=None)
-    full_ctx = replace(ctx, plan=full_plan, warnings=[], notes=[], extra={})
+    full_ctx = replace(ctx, plan=full_plan, warnings=[], notes=[], extra={}, leaf_counts={})
     full, full_methods, _ = fit_methods(
         full_ctx, [n for n in model_names if n in HIERARCHICAL or n == "hierarchy-only"] or ["cosine"],
         fit_src.features, fit_y, names, what=" (the reference tree that scores every fold)",
@@ -208,7 +208,6 @@ def _cross_fit(
         )
     tuned_first: dict[str, TuneResult] = {}
     fold_info: list[dict[str, Any]] = []
-    correct = 0
     for f, rows, train in fold_splits(q_folds, fit_folds, k) if model_names else ():
         what = f" (cross-fitting fold {f + 1}/{k})"
         base, methods, tuned = fit_methods(ctx, model_names, fit_src.features[train], fit_y[train], names, what=what)
@@ -217,11 +216,10 @@ def _cross_fit(
         tuned_first = tuned_first or tuned
         q_f, db_f = _project(base, queries.subset(rows)), _project(base, database)
         q_leaves = base.assign(q_f.z, projected=True, raw=q_f.raw)
-        correct += int(np.sum(q_leaves == q_f.labels))
         db_leaves = database_leaves(base, db_f, ctx.leaf_from)
         ctx.count_leaves(base, ctx.leaf_from, q_leaves, q_f.labels, db_leaves, db_f.labels)
         res = _rank(ctx, q_f, db_f, methods, len(names), scoring, f"ranking fold {f + 1}/{k}")
         parts.append((rows, res))
         fold_info.append(fold_record(f, rows.size, train.size, base, methods, tuned))
-    result = finish_cross_fitting(ctx, parts, fold_info, correct, len(queries), int(fit_y.size))
+    result = finish_cross_fitting(ctx, parts, fold_info, len(queries), int(fit_y.size))
     return result, with_folds(tuned_first, fold_info)

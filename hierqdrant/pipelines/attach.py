@@ -519,7 +519,7 @@ class _NoBar:
         return 0
 
     def advance(self, *_: Any) -> None:
-        pass
+        """Nothing to draw: progress is off."""
 
 
 def _progress(console: Console | None, show: bool) -> AbstractContextManager[Any]:

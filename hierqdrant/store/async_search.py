@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
-from hierqdrant.core.errors import NotFoundError
 from hierqdrant.core.model import HierarchyModel
-from hierqdrant.store.collection import check_model_matches
+from hierqdrant.store.collection import check_model_matches, missing_collection, model_of
 from hierqdrant.store.engines.async_client import AsyncQdrantEngine
 from hierqdrant.store.engines.base import canonical_id
 from hierqdrant.store.engines.client import QdrantEngine
@@ -80,19 +79,10 @@ class AsyncHierarchicalSearcher(SearcherBase):
         """Read the collection's model (or check ``model`` against it) and make the searcher."""
         engine = client if isinstance(client, AsyncQdrantEngine) else AsyncQdrantEngine(client)
         if not await engine.exists(collection):
-            names = await engine.collections()
-            choices = f"collections here: {', '.join(names)}" if names else "the store has no collections yet"
-            raise NotFoundError(f"collection {collection!r} does not exist at {engine.location}", choices)
+            raise missing_collection(collection, engine.location, await engine.collections())
         config = await engine.collection_info(collection)
         if model is None:
-            stored = await engine.read_model(collection)
-            if stored is None:
-                raise NotFoundError(
-                    f"collection {collection!r} has no hierqdrant model",
-                    "ingest it with `hierqdrant ingest` or pass model= to the searcher",
-                )
-            model = HierarchyModel.from_files(stored[0], source=f"the model of collection {collection!r}")
-            info = dict(stored[1])
+            model, info = model_of(collection, await engine.read_model(collection))
         else:  # the synchronous check, on what was read (the sizes of the vectors, the stored model id)
             info = check_model_matches(_Read(engine, collection, config, await engine.read_info(collection, config)),
                                        collection, model)  # fmt: skip

@@ -230,22 +230,32 @@ def read_collection_model(client: Engine | QdrantClient, name: str) -> tuple[Hie
     """The model stored with ``name`` and the collection's info dict."""
     engine = as_engine(client)
     require_collection(engine, name)
-    stored = engine.read_model(name)
+    return model_of(name, engine.read_model(name))
+
+
+def model_of(
+    name: str, stored: tuple[Mapping[str, bytes], Mapping[str, Any]] | None
+) -> tuple[HierarchyModel, dict[str, Any]]:
+    """The model and info dict an engine's ``read_model(name)`` returned (sync or async engine alike);
+    NotFoundError when the collection has none."""
     if stored is None:
         raise NotFoundError(
             f"collection {name!r} has no hierqdrant model",
             "ingest it with `hierqdrant ingest` or pass model= to the searcher",
         )
     files, info = stored
-    model = HierarchyModel.from_files(files, source=f"the model of collection {name!r}")
-    return model, dict(info)
+    return HierarchyModel.from_files(files, source=f"the model of collection {name!r}"), dict(info)
 
 
 def require_collection(engine: Engine, name: str) -> None:
     if not engine.exists(name):
-        names = engine.collections()
-        choices = f"collections here: {', '.join(names)}" if names else "the store has no collections yet"
-        raise NotFoundError(f"collection {name!r} does not exist at {engine.location}", choices)
+        raise missing_collection(name, engine.location, engine.collections())
+
+
+def missing_collection(name: str, location: str, names: Sequence[str]) -> NotFoundError:
+    """The error for a collection that is not there, naming the ones that are (sync or async engine)."""
+    choices = f"collections here: {', '.join(names)}" if names else "the store has no collections yet"
+    return NotFoundError(f"collection {name!r} does not exist at {location}", choices)
 
 
 def check_model_matches(engine: Engine, name: str, model: HierarchyModel) -> dict[str, Any]:

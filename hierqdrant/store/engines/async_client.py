@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
@@ -145,7 +145,5 @@ class AsyncQdrantEngine:
 
     async def close(self) -> None:
         """Close the client."""
-        try:
+        with suppress(Exception):  # closing twice or after a lost connection is harmless
             await self.client.close()
-        except Exception:  # closing twice or after a lost connection is harmless
-            pass
