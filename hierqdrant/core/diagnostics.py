@@ -70,7 +70,11 @@ def flat_tree(heights: Sequence[tuple[float | None, int]], builder: str = "overl
         if len(ts) > 1
         else (f"at t = {ts[0]:g}" if ts else "")
     )
-    fix = "smaller thresholds (--thresholds)" if len(ts) > 1 else "a smaller threshold (--threshold, or --tune)"
+    fix = (
+        "smaller thresholds (hierqdrant tune --thresholds)"
+        if len(ts) > 1
+        else "a smaller threshold (--threshold, or --tune)"
+    )
     return [
         f"the {builder} tree is flat (height 1) {where}".rstrip()
         + ": h(LCA)/H only tells whether two images share a leaf, there is no hierarchy; "

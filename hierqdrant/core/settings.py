@@ -81,13 +81,15 @@ class FitSettings:
         class_names: Sequence[str] | None = None,
         extractor: Mapping[str, Any] | None = None,
         head: LinearClassifier | None = None,
+        subclass_of: np.ndarray | None = None,
     ) -> HierarchyModel:
         """:meth:`HierarchyModel.fit` with these settings (``head``: the network's final layer, for
-        ``query_classifier="head"``)."""
+        ``query_classifier="head"``; ``subclass_of``: sub-class leaves, ``labels`` then name sub-classes)."""
         return HierarchyModel.fit(
             features,
             labels,
             class_names=class_names,
+            subclass_of=subclass_of,
             builder=self.builder,
             threshold=self.threshold,
             alpha=self.alpha,

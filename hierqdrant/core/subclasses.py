@@ -18,7 +18,7 @@ non-decreasing and a class that is not split keeps one sub-class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from hierqdrant.core.errors import InputError
 __all__ = [
     "SubclassMap",
     "SubclassSplit",
+    "Splitter",
     "check_subclass_of",
     "compact",
     "false_negative_rates",
@@ -52,6 +53,12 @@ class SubclassSplit:
     @property
     def num_subclasses(self) -> int:
         return int(self.subclass_of.shape[0])
+
+
+#: Gives the sub-classes of labelled items: ``(features (N, d), class labels (N,)) → SubclassSplit`` — an
+#: x-means split (:func:`split_classes`) or a network head's best sub-class of each item's class. Tuning
+#: calls it on its fit part only, so the validation items never shape the sub-classes that are scored.
+Splitter = Callable[[np.ndarray, np.ndarray], "SubclassSplit"]
 
 
 @dataclass(frozen=True)

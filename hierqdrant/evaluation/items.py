@@ -58,7 +58,9 @@ class Items:
 
 
 def database_leaves(model: HierarchyModel, database: Items, leaf_from: str = "predicted") -> np.ndarray:
-    """Leaf of every database item: Mahalanobis (``predicted``, the paper) or its ``label``."""
+    """Leaf of every database item: the query classifier's (``predicted``, the paper) or its ``label`` —
+    with sub-class leaves, the query classifier's best sub-class of its class, as ingest stores it
+    (:meth:`HierarchyModel.database_leaves`)."""
     if leaf_from not in LEAF_FROM:
         raise InputError(f"unknown leaf source {leaf_from!r}", "use predicted or label")
     if leaf_from == "label":
@@ -67,7 +69,9 @@ def database_leaves(model: HierarchyModel, database: Items, leaf_from: str = "pr
                 f"{int((database.labels < 0).sum())} database items have no label for --leaf-from label",
                 "use --leaf-from predicted",
             )
-        return database.labels.copy()
+        if model.subclasses is None:
+            return database.labels.copy()
+        return model.database_leaves(database.z, database.labels, projected=True, raw=database.raw, leaf_from="label")
     return model.assign(database.z, projected=True, raw=database.raw)
 
 

@@ -26,8 +26,9 @@ from hierqdrant.core.errors import InputError
 from hierqdrant.core.gaussian import Gaussians
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.core.settings import FitSettings
+from hierqdrant.core.subclasses import SubclassSplit
 from hierqdrant.evaluation.hooks import Hooks
-from hierqdrant.evaluation.items import Items
+from hierqdrant.evaluation.items import Items, database_leaves
 from hierqdrant.evaluation.methods import Method
 from hierqdrant.evaluation.ranking import evaluate_arrays
 from hierqdrant.evaluation.scoring import Scoring
@@ -116,7 +117,8 @@ class TuneRow:
 class Space:
     """One PCA value: the model fitted on the fit part (PCA + class Gaussians), the validation
     ``queries`` and the ``database`` in its space (database leaves set), the trees per threshold and
-    the scores per (t, α)."""
+    the scores per (t, α). ``y_fit`` are the fit part's **leaf** labels (its sub-classes where the model
+    has sub-class leaves, else its classes); the items' labels are classes (relevance is by class)."""
 
     pca: PcaValue
     model: HierarchyModel
@@ -140,6 +142,8 @@ class Space:
         if t not in self.trees:
             if builder == "overlap":
                 self.trees[t] = self.model.refit_tree(self.z_fit, self.y_fit, builder="overlap", threshold=t)
+            elif self.model.subclasses is not None:  # the class Gaussians above the sub-classes need the points
+                self.trees[t] = self.model.refit_tree(self.z_fit, self.y_fit, builder=builder, taxonomy=taxonomy)
             else:
                 empty = np.zeros((0, self.model.dims))
                 self.trees[t] = self.model.refit_tree(empty, np.zeros(0, np.int64), builder=builder, taxonomy=taxonomy)
@@ -171,11 +175,16 @@ def make_space(
     projected: bool = False,
     query_classifier: str = "mahalanobis",
     head: LinearClassifier | None = None,
+    split: SubclassSplit | None = None,
 ) -> Space:
     """Fit PCA (unless ``base_model`` fixes it), the class Gaussians and the ``query_classifier`` on the
-    fit part, once (with ``base_model``: its PCA, the Gaussians and the classifier refitted on the fit part)."""
+    fit part, once (with ``base_model``: its PCA, the Gaussians and the classifier refitted on the fit part).
+    ``split``: the fit part's sub-classes (DESIGN.md §1.9) — one Gaussian per sub-class, sub-class leaves."""
     names = list(class_names) if class_names is not None else None
+    y_fit, y_val = y[fit_idx], y[val_idx]
+    leaf_fit = y_fit if split is None else split.labels
     if base_model is not None:
+        assert split is None  # tune() refuses sub-classes on a fixed PCA
         z_all = np.asarray(x, dtype=np.float64) if projected else base_model.transform(x)
         if z_all.shape[1] != base_model.dims:
             raise InputError(f"projected features have {z_all.shape[1]} dims, the model {base_model.dims}")
@@ -190,8 +199,9 @@ def make_space(
     else:
         model = HierarchyModel.fit(
             x[fit_idx],
-            y[fit_idx],
+            leaf_fit,
             class_names=names,
+            subclass_of=None if split is None else split.subclass_of,
             builder="ward",  # the tree is rebuilt per grid point; ward is the cheapest to fit here
             n_components=pca,
             covariance=covariance,
@@ -200,7 +210,6 @@ def make_space(
         )
         raw_fit, raw_val = x[fit_idx], x[val_idx]
         z_fit, z_val = model.transform(raw_fit), model.transform(raw_val)
-    y_fit, y_val = y[fit_idx], y[val_idx]
     if protocol == "split":
         database = Items(z_fit, y_fit, [f"f{i}" for i in range(z_fit.shape[0])], raw=raw_fit)
         queries = Items(z_val[q_rows], y_val[q_rows], [f"v{i}" for i in q_rows], raw=_rows_of(raw_val, q_rows))
@@ -208,22 +217,19 @@ def make_space(
         database = Items(z_val, y_val, [f"v{i}" for i in range(z_val.shape[0])], raw=raw_val)
         queries = database.subset(q_rows)
     # Database leaves: the same for every tree of this space (the Gaussians are shared).
-    if leaf_from == "label":
-        database.leaves = database.labels.copy()
-    elif leaf_from == "predicted":
-        database.leaves = model.assign(database.z, projected=True, raw=database.raw)
-    else:
-        raise InputError(f"unknown leaf source {leaf_from!r}", "use predicted or label")
+    database.leaves = database_leaves(model, database, leaf_from)
     validation = Items(z_val, y_val, [f"v{i}" for i in range(z_val.shape[0])], raw=raw_val)
     dims = pca if base_model is None else base_model.dims
-    return Space(dims, model, z_fit, y_fit, queries, database, _accuracy(model, validation), validation)
+    return Space(dims, model, z_fit, leaf_fit, queries, database, _accuracy(model, validation), validation)
 
 
 def _accuracy(model: HierarchyModel, items: Items | None) -> float:
-    """Share of ``items`` whose leaf under ``model``'s query classifier is their class (nan: none)."""
+    """Share of ``items`` whose leaf under ``model``'s query classifier is their class, a sub-class counting
+    as its class (nan: none)."""
     if items is None or len(items) == 0:
         return float("nan")
-    return float(np.mean(model.assign(items.z, projected=True, raw=items.raw) == items.labels))
+    leaves = model.assign(items.z, projected=True, raw=items.raw)
+    return float(np.mean(model.class_of_leaf(leaves) == items.labels))
 
 
 def _rows_of(raw: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
@@ -236,10 +242,7 @@ def derive_space(space: Space, classifier: str, leaf_from: str, head: LinearClas
     Its trees are rebuilt on demand (they carry the classifier that gives the queries their leaves)."""
     model = space.model.with_leaf_sources(classifier, points=space.z_fit, labels=space.y_fit, head=head)
     database = Items(space.database.z, space.database.labels, space.database.ids, raw=space.database.raw)
-    if leaf_from == "label":
-        database.leaves = database.labels.copy()
-    else:
-        database.leaves = model.assign(database.z, projected=True, raw=database.raw)
+    database.leaves = database_leaves(model, database, leaf_from)
     # The queries keep no leaves: the ranking gives them the leaf of each method's model.
     return replace(
         space, model=model, database=database, val_accuracy=_accuracy(model, space.validation),
@@ -287,7 +290,7 @@ def score_space(
             space.queries,
             space.database,
             methods,
-            num_classes=space.model.num_classes,
+            num_classes=len(space.model.class_names),
             scoring=scoring,
             hdist_ks=(),
             progress=advance,

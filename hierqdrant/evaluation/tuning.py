@@ -47,6 +47,7 @@ from hierqdrant.core.features import check_features, check_labels
 from hierqdrant.core.model import HierarchyModel, check_alpha
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.core.splits import stratified_split
+from hierqdrant.core.subclasses import Splitter
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.evaluation.methods import (
     HIERARCHICAL,
@@ -139,8 +140,9 @@ class TuneResult:
     """The chosen ``best_pca`` / ``best_threshold`` / ``best_alpha``, every grid row, and ``model``:
     fitted on all the given items with them (``model.threshold``, ``model.alpha``, its PCA; the search
     in ``model.info["tuning"]``). ``widened``: the grid edges extended once; ``warnings``: what makes
-    the result mean little; ``leaf_accuracy``: of the chosen PCA and query classifier on the validation split
-(``classifier_accuracy``: of each classifier tried, at its best PCA); ``best_classifier``: the one chosen."""
+    the result mean little; ``leaf_accuracy``: of the chosen PCA and query classifier on the validation
+    split (``classifier_accuracy``: of each classifier tried, at its best PCA); ``best_classifier``: the
+    one chosen."""
 
     best_threshold: float | None
     best_alpha: float
@@ -271,6 +273,7 @@ def tune(
     extractor: dict[str, Any] | None = None,
     hooks: Hooks | None = None,
     head: LinearClassifier | None = None,
+    splitter: Splitter | None = None,
 ) -> TuneResult:
     """Grid-search the PCA, t and α on a validation split of ``features`` / ``labels`` (training items only).
 
@@ -289,6 +292,9 @@ def tune(
     ``mahalanobis`` and, with ``head`` — the network's final layer —, ``head``; ``fit``'s when it is in
     ``fit.pinned``, as the PCA is), every classifier fitted on the fit part only; the best score wins,
     ties to the first classifier of the grid.
+    ``splitter``: sub-class leaves (DESIGN.md §1.9) — it gives the fit part's sub-classes (so the
+    validation items never shape them) and, for the final model, those of all the items; ``labels`` stay
+    classes, relevance and the leaf accuracy are by class.
     """
     fit = fit if fit is not None else FitSettings()
     settings = settings if settings is not None else TuneSettings()
@@ -302,6 +308,11 @@ def tune(
     kind, k = check_tune_metric(metric, scoring)
     if builder == "given" and fit.taxonomy is None:
         raise InputError("the 'given' builder needs a taxonomy", "pass --taxonomy FILE")
+    if base_model is not None and (splitter is not None or base_model.subclasses is not None):
+        raise InputError(
+            "a model with sub-class leaves is tuned where its sub-classes are found, not on a fixed PCA",
+            "re-ingest with --tune (ingest SOURCE --collection NAME --recreate --tune)",
+        )
     if max_queries is not None and int(max_queries) < 1:
         raise InputError(f"max_queries={max_queries} must be ≥ 1")
     a_grid = _check_grid(DEFAULT_ALPHAS if settings.alphas is None else settings.alphas, "alphas", check_alpha)
@@ -337,6 +348,7 @@ def tune(
     if missing.size:
         raise InputError(f"classes {missing[:5].tolist()} have no training items", "give every class images")
     q_rows = _query_rows(val_idx.size, max_queries, np.random.default_rng([seed, 1]))
+    fit_split = None if splitter is None else splitter(x[fit_idx], y[fit_idx])
 
     # One space per PCA value and query classifier: PCA and the Gaussians fitted once on the fit part
     # (shared by the classifiers), every (t, α) scored in one ranking pass over the validation queries.
@@ -360,7 +372,7 @@ def tune(
             space = make_space(
                 p, x, y, fit_idx, val_idx, q_rows, protocol=protocol, leaf_from=leaf_from,
                 covariance=fit.covariance, class_names=names, base_model=base_model, projected=projected,
-                query_classifier=c, head=head,
+                query_classifier=c, head=head, split=fit_split,
             )  # fmt: skip
         # Two values that keep the same dims are the same projection: score it once.
         return spaces.setdefault(p, next((s for s in spaces.values() if s.dims == space.dims), space))
@@ -420,7 +432,11 @@ def tune(
             fit, threshold=best_t if best_t is not None else 0.3, alpha=best_a, pca=best_p,
             query_classifier=best_c,  # type: ignore[arg-type]
         )  # fmt: skip
-        final = chosen_fit.fit_model(x, y, class_names=names, extractor=extractor, head=head)
+        split = None if splitter is None else splitter(x, y)
+        final = chosen_fit.fit_model(
+            x, y if split is None else split.labels, class_names=names, extractor=extractor, head=head,
+            subclass_of=None if split is None else split.subclass_of,
+        )  # fmt: skip
     best_row = next(r for r in search.rows if (r.pca, r.threshold, r.alpha) == best)
     result = TuneResult(
         best_threshold=best_t,

@@ -36,7 +36,7 @@ from hierqdrant.core.model import HierarchyModel, check_leaf_sources
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.pipelines.ingest_sources import Skip, Table, from_features_file, from_images
-from hierqdrant.pipelines.ingest_subclasses import fit_subclasses
+from hierqdrant.pipelines.ingest_subclasses import fit_subclasses, subclass_line, subclass_source
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_intact,
@@ -285,10 +285,8 @@ def _ingest(
             )
         idx = np.asarray(labelled)
         train_x, train_y = table.features[idx], np.asarray([table.labels[i] for i in labelled])
-        sub_model = fit_subclasses(table, train_x, train_y, opts, say)  # sub-class leaves (DESIGN.md §1.9)
-        if sub_model is not None:
-            model = sub_model
-        elif opts.tune:
+        subclasses = subclass_source(table, opts)  # sub-class leaves (DESIGN.md §1.9)
+        if opts.tune:
             from hierqdrant.evaluation.tuning import TuneSettings, tune
 
             tuned = tune(
@@ -299,8 +297,11 @@ def _ingest(
                 settings=TuneSettings(metric=opts.tune_metric),
                 extractor=table.extractor,
                 hooks=hooks,
+                splitter=None if subclasses is None else subclasses.split,
             )
             warnings += tuned.warnings
+            if subclasses is not None and tuned.model.subclasses is not None:
+                say(subclass_line(tuned.model.subclasses.subclass_of, len(table.class_names), subclasses.where))
             say(
                 f"tuned on a validation split: {tuned.best_classifier} query leaf, {tuned.best_dims} PCA dims, "
                 f"t={tuned.best_threshold}, "
@@ -308,6 +309,8 @@ def _ingest(
                 f"({opts.tune_metric} {tuned.best_score:.4f}; cosine {tuned.cosine_score:.4f})"
             )
             model = tuned.model
+        elif subclasses is not None:
+            model = fit_subclasses(subclasses, table, train_x, train_y, opts, say)
         else:
             say(fitting_line(opts.pca, len(table.class_names), opts.builder, len(labelled), train_x.shape[1], opts))
             t0 = time.perf_counter()

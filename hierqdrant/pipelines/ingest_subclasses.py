@@ -5,22 +5,26 @@ training image's sub-class is the network head's best sub-class **of its known c
 (``argmax_{s: class(s) = y} (W x + b)_s``); without one, ``--split-classes`` splits every class of the raw
 features x-means style (:func:`hierqdrant.core.subclasses.split_classes`, no retraining). Sub-classes no
 image falls in are dropped. The model is then fitted with one Gaussian per sub-class and the sub-classes
-as the tree's leaves, each under its class's node (:meth:`HierarchyModel.fit` with ``subclass_of``).
+as the tree's leaves, each under its class's node (:meth:`HierarchyModel.fit` with ``subclass_of``);
+with ``--tune`` the same sub-classes are found on the fit part of the validation split and the grid is
+searched with them (:func:`hierqdrant.evaluation.tuning.tune`, ``splitter``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.model import HierarchyModel
-from hierqdrant.core.subclasses import SubclassSplit, compact, split_classes
+from hierqdrant.core.subclasses import Splitter, SubclassSplit, compact, split_classes
 
-__all__ = ["fit_subclasses", "subclass_checkpoint"]
+__all__ = ["SubclassSource", "fit_subclasses", "subclass_checkpoint", "subclass_line", "subclass_source"]
 
 
 def subclass_checkpoint(opts: Any, extractor: dict[str, Any]) -> str | None:
@@ -33,67 +37,77 @@ def subclass_checkpoint(opts: Any, extractor: dict[str, Any]) -> str | None:
     return None
 
 
-def fit_subclasses(
-    table: Any, train_x: np.ndarray, train_y: np.ndarray, opts: Any, say: Callable[[str], None]
-) -> HierarchyModel | None:
-    """The model with sub-class leaves, or None when there are none to use (no such checkpoint and no
-    ``opts.split_classes``). ``opts`` is ingest's :class:`~hierqdrant.pipelines.ingest.IngestOptions`."""
+@dataclass(frozen=True)
+class SubclassSource:
+    """Where a source's sub-class leaves come from: ``split`` gives the sub-classes of labelled features
+    (tuning calls it on its fit part only), ``where`` names it, ``head`` is the checkpoint's final layer
+    (one output per sub-class; None for ``--split-classes``)."""
+
+    split: Splitter
+    where: str
+    head: LinearClassifier | None = None
+
+
+def subclass_source(table: Any, opts: Any) -> SubclassSource | None:
+    """The sub-class leaves of ingest's source: a checkpoint that carries them, else ``--split-classes``,
+    else None. ``opts`` is ingest's :class:`~hierqdrant.pipelines.ingest.IngestOptions`."""
     checkpoint = subclass_checkpoint(opts, table.extractor)
     if checkpoint is None and not getattr(opts, "split_classes", False):
         return None
-    if opts.tune:
-        raise InputError("--tune does not take sub-class leaves yet", "drop --tune, or fit with -t and --alpha")
-    y = np.asarray(train_y, dtype=np.int64)
-    head = None
-    if checkpoint is not None:
-        from hierqdrant.vision.checkpoints import read_head
-        from hierqdrant.vision.gaussian_objective import read_subclasses
-
-        found = read_subclasses(checkpoint)
-        assert found is not None
-        classes, subclass_of = found
-        if classes != list(table.class_names):
-            raise InputError(
-                f"{Path(checkpoint).name} was trained on other classes than the source's",
-                "ingest the dataset the checkpoint was trained on",
-            )
-        saved = read_head(checkpoint, int(train_x.shape[1])).classifier
-        mine = np.asarray(subclass_of)[None, :] == y[:, None]
-        split = compact(np.where(mine, saved.scores(train_x), -np.inf).argmax(axis=1), np.asarray(subclass_of))
-        if opts.query_classifier == "head":
-            if split.num_subclasses != saved.num_classes:
-                raise InputError("some of the head's sub-classes hold no training image", "use --query-classifier tied")
-            head = saved
-        where = f"the sub-classes of {Path(checkpoint).name}"
-    else:
+    classes = np.arange(len(table.class_names))
+    if checkpoint is None:
         if opts.query_classifier == "head":
             raise InputError(
                 "--split-classes makes sub-classes the network's head does not score",
                 "use --query-classifier tied or mahalanobis, or train with --objective gaussian",
             )
-        split = split_classes(train_x, y, np.arange(len(table.class_names)))
-        where = "--split-classes"
-    say(_line(split, len(table.class_names), where))
-    return HierarchyModel.fit(
+        return SubclassSource(lambda x, y: split_classes(x, y, classes), "--split-classes")
+    from hierqdrant.vision.checkpoints import read_head
+    from hierqdrant.vision.gaussian_objective import read_subclasses
+
+    found = read_subclasses(checkpoint)
+    assert found is not None
+    names, subclass_of = found
+    if names != list(table.class_names):
+        raise InputError(
+            f"{Path(checkpoint).name} was trained on other classes than the source's",
+            "ingest the dataset the checkpoint was trained on",
+        )
+    head = read_head(checkpoint, int(table.features.shape[1])).classifier
+    of = np.asarray(subclass_of)
+
+    def within_class(x: np.ndarray, y: np.ndarray) -> SubclassSplit:
+        # Each item's sub-class: the head's best output of its known class, argmax_{s: class(s) = y} (Wx + b)_s.
+        mine = of[None, :] == np.asarray(y, dtype=np.int64)[:, None]
+        return compact(np.where(mine, head.scores(x), -np.inf).argmax(axis=1), of)
+
+    return SubclassSource(within_class, f"the sub-classes of {Path(checkpoint).name}", head)
+
+
+def fit_subclasses(
+    source: SubclassSource, table: Any, train_x: np.ndarray, train_y: np.ndarray, opts: Any, say: Callable[[str], None]
+) -> HierarchyModel:
+    """The model with ``source``'s sub-class leaves on the labelled training features (``opts`` as above)."""
+    split = source.split(train_x, np.asarray(train_y, dtype=np.int64))
+    head = None
+    if opts.query_classifier == "head":
+        assert source.head is not None  # subclass_source refuses head without a checkpoint
+        if split.num_subclasses != source.head.num_classes:
+            raise InputError("some of the head's sub-classes hold no training image", "use --query-classifier tied")
+        head = source.head
+    say(subclass_line(split.subclass_of, len(table.class_names), source.where))
+    return opts.fit_model(
         train_x,
         split.labels,
         class_names=table.class_names,
-        subclass_of=split.subclass_of,
-        builder=opts.builder,
-        threshold=opts.threshold,
-        alpha=opts.alpha,
-        taxonomy=opts.taxonomy,
-        n_components=opts.pca,
-        covariance=opts.covariance,
         extractor=table.extractor,
-        query_classifier=opts.query_classifier,
-        leaf_from=opts.leaf_from,
         head=head,
+        subclass_of=split.subclass_of,
     )
 
 
-def _line(split: SubclassSplit, classes: int, where: str) -> str:
-    counts = np.bincount(split.subclass_of, minlength=classes)
-    split_count = int((counts > 1).sum())
-    kinds = f"{split.num_subclasses} sub-classes of {classes} classes"
-    return f"sub-class leaves from {where}: {kinds} ({split_count} split)"
+def subclass_line(subclass_of: np.ndarray, classes: int, where: str) -> str:
+    """ "sub-class leaves from <where>: K' sub-classes of K classes (n split)"."""
+    counts = np.bincount(np.asarray(subclass_of), minlength=classes)
+    kinds = f"{len(subclass_of)} sub-classes of {classes} classes"
+    return f"sub-class leaves from {where}: {kinds} ({int((counts > 1).sum())} split)"

@@ -268,3 +268,39 @@ def test_widen_extends_each_axis_once_and_stops_at_limits() -> None:
     assert grown == [] and p == [0.95, None] and t == [0.5, 1.0] and a == [0.0, 1.0]
     _, _, _, grown = widen(["pca-high"], (0.99, 0.3, 1.0), 43, [0.95, 0.99], [0.3], [1.0], 64)
     assert grown == ["pca-high"]
+
+
+def test_tune_with_a_splitter_finds_sub_classes_on_the_fit_part_and_ranks_by_class() -> None:
+    from hierqdrant.core.subclasses import SubclassSplit, split_classes
+
+    # Class 1 is two far-apart modes (hidden 1 and 2); class 0 is one.
+    x, mode = gaussian_classes(np.array([[0.0, 0.0], [12.0, 0.0], [0.0, 12.0]]), per_class=60, dims=4, seed=5)
+    y = np.minimum(mode, 1)
+    seen: list[int] = []
+
+    def splitter(points: np.ndarray, labels: np.ndarray) -> SubclassSplit:
+        seen.append(points.shape[0])
+        return split_classes(points, labels, np.arange(2))
+
+    grids = TuneSettings(thresholds=[0.3], alphas=[0.0, 1.0], pcas=[None], widen=False)
+    split = tune(x, y, ["one", "two"], settings=grids, splitter=splitter)
+    assert seen == [split.fit_size, len(y)]  # the fit part while searching, every item for the final model
+    model = split.model
+    assert model.subclasses is not None and model.subclasses.subclass_of.tolist() == [0, 1, 1]
+    assert model.class_names == ["one", "two"] and model.info["images"] == len(y)
+    assert model.info["tuning"]["best_alpha"] == split.best_alpha
+    # The leaf accuracy counts a sub-class as its class (as sub-class indices, mode 2 would all miss).
+    assert all(a == 1.0 for a in split.classifier_accuracy.values())
+    # Relevance is by class: cosine ranks the same validation queries as without sub-classes.
+    plain = tune(x, y, ["one", "two"], settings=grids)
+    assert split.cosine_score == pytest.approx(plain.cosine_score)
+    assert split.fit_size == plain.fit_size and split.val_size == plain.val_size
+    # ward and a given taxonomy (of the classes) work above the sub-classes too
+    ward = tune(x, y, fit=FitSettings(builder="ward"), settings=grids, splitter=splitter)
+    taxonomy = Hierarchy(np.array([2, 2, -1]), 2)
+    given = tune(x, y, fit=FitSettings(builder="given", taxonomy=taxonomy), settings=grids, splitter=splitter)
+    for tuned in (ward, given):
+        assert tuned.model.leaf_names == ["0", "1~1", "1~2"] and tuned.model.tree_height == 2
+    for base in (plain.model, model):  # a collection's fixed PCA: its sub-classes are not re-found there
+        with pytest.raises(InputError, match="sub-class leaves is tuned where"):
+            tune(x, y, settings=grids, base_model=base, splitter=splitter if base is plain.model else None)

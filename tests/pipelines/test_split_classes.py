@@ -10,6 +10,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from hierqdrant.core.features import FeatureSet
+from hierqdrant.store.collection import read_collection_model
 from hierqdrant.store.engines import connect
 from hierqdrant_cli import app
 from tests.schema_check import check
@@ -60,10 +61,22 @@ def test_split_classes_gives_sub_class_leaves_with_class_labels(tmp_path: Path) 
     assert leaves[0] == {0} and len(leaves[1]) == len(leaves[2]) == 1 and leaves[1] | leaves[2] == {1, 2}
 
 
-def test_split_classes_refuses_tune(tmp_path: Path) -> None:
+def test_split_classes_with_tune_searches_the_grid_on_sub_class_leaves(tmp_path: Path) -> None:
     features, _ = _features(tmp_path / "f.npz")
-    bad = run("ingest", features, "-c", "s", "--data-dir", tmp_path / "db", "--split-classes", "--tune", code=2)
-    assert "--tune does not take sub-class leaves" in bad.stderr
+    store = tmp_path / "db"
+    out = run("ingest", features, "-c", "s", "--data-dir", store, "--split-classes", "--tune", "--json")
+    assert out["classes"] == 3
+    show = run("hierarchy", "show", "-c", "s", "--data-dir", store, "--json")
+    assert show["subclass_of"] == [0, 1, 1]
+    engine = connect(data_dir=store)
+    model = read_collection_model(engine, "s")[0]
+    tuning = model.info["tuning"]
+    assert (model.threshold, model.alpha) == (tuning["best_threshold"], tuning["best_alpha"])
+    assert tuning["leaf_accuracy"] == 1.0  # by class: a mode-2 image in a sub-class of "two" is right
+    leaves = {m: {r.payload["hq"]["leaf"] for b in engine.scroll("s") for r in b if r.payload["path"][1] == str(m)}
+              for m in range(3)}  # fmt: skip
+    engine.close()
+    assert leaves[0] == {0} and len(leaves[1]) == len(leaves[2]) == 1 and leaves[1] | leaves[2] == {1, 2}
 
 
 def test_eval_reports_which_classes_break_the_gaussian_assumption(tmp_path: Path) -> None:

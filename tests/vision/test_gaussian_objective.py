@@ -123,4 +123,9 @@ def test_ingest_makes_the_checkpoint_sub_classes_leaves(tmp_path: Path) -> None:
     opts.query_classifier = "head"
     head = ingest(src, engine, "h", opts).model
     assert head.classifier is not None and head.classifier.num_classes == 3 and head.subclasses is not None
+    # --tune searches PCA × classifier × t × α with the checkpoint's sub-classes as the leaves
+    opts.query_classifier, opts.tune = "tied", True
+    tuned = ingest(src, engine, "t", opts).model
+    assert tuned.leaf_names == model.leaf_names and "tuning" in tuned.info
+    assert tuned.info["tuning"]["leaf_accuracy"] > 0.9  # by class, as the validation images' sub-class is unknown
     engine.close()
