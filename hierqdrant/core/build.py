@@ -273,13 +273,18 @@ def build_with_subclasses(
     subclass_of: np.ndarray,
     class_names: Sequence[str],
     leaf_names: Sequence[str],
+    leaf_gaussians: Gaussians | None = None,
     **options: object,
 ) -> tuple[Hierarchy, dict[str, object]]:
     """The builder's tree over the classes (their own Gaussians, from the points of all their sub-classes;
-    a given taxonomy names classes), with the sub-classes grafted under it (:func:`graft_subclasses`)."""
+    a given taxonomy names classes), with the sub-classes grafted under it (:func:`graft_subclasses`).
+    Without points (ward and given refits), the class Gaussians pool the sub-classes' ``leaf_gaussians``."""
     z = np.asarray(points, dtype=np.float64)
     y = np.asarray(subclass_of)[np.asarray(leaf_labels, dtype=np.int64)]
     estimator = options.get("estimator", "ledoit-wolf")
-    class_gaussians = Gaussians.fit(z, y, len(class_names), estimator=estimator)  # type: ignore[arg-type]
+    if z.shape[0] == 0 and leaf_gaussians is not None and builder != "overlap":
+        class_gaussians = leaf_gaussians.pooled(np.asarray(subclass_of), len(class_names))
+    else:
+        class_gaussians = Gaussians.fit(z, y, len(class_names), estimator=estimator)  # type: ignore[arg-type]
     tree, info = build_tree(builder, z, y, class_gaussians, class_names, **options)  # type: ignore[arg-type]
     return graft_subclasses(tree, subclass_of, leaf_names), info

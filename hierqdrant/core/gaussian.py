@@ -175,6 +175,24 @@ class Gaussians:
         covs = add_ridge(covs)
         return cls(means=means, covariances=covs, counts=counts, estimator=estimator, tied=tied)
 
+    def pooled(self, group_of: np.ndarray, num_groups: int) -> Gaussians:
+        """The Gaussian of each group of these as their mixture's moments (groups: ``group_of`` (K,)):
+        ``n_g = Σ n_s``, ``μ_g = Σ n_s μ_s / n_g``, ``Σ_g = Σ n_s (Σ_s + (μ_s − μ_g)(μ_s − μ_g)ᵀ) / n_g``
+        — a class from its sub-classes when the points are not at hand."""
+        g = np.asarray(group_of, dtype=np.int64)
+        n = self.counts.astype(np.float64)
+        total = np.bincount(g, weights=n, minlength=num_groups)
+        if (total <= 0).any():
+            raise InputError(f"groups {np.flatnonzero(total <= 0).tolist()[:8]} have no images")
+        means = np.zeros((num_groups, self.dims))
+        np.add.at(means, g, n[:, None] * self.means)
+        means /= total[:, None]
+        spread = self.means - means[g]
+        covs = np.zeros((num_groups, self.dims, self.dims))
+        np.add.at(covs, g, n[:, None, None] * (self.covariances + spread[:, :, None] * spread[:, None, :]))
+        covs /= total[:, None, None]
+        return Gaussians(means, covs, total.astype(np.int64), self.estimator, np.zeros(num_groups, dtype=bool))
+
     def whitening(self) -> tuple[np.ndarray, np.ndarray]:
         """``W_c = L_c⁻¹`` (K, d, d) with ``Σ_c = L_c L_cᵀ``, and ``b_c = W_c μ_c`` (K, d)."""
         chol = _cholesky(self.covariances)

@@ -268,7 +268,9 @@ class HierarchyModel:
             tree, report = builders.build_tree(kind, z, y, self.gaussians, names, **options)
         else:  # labels are sub-class (leaf) indices here
             sub = self.subclasses
-            tree, report = builders.build_with_subclasses(kind, z, y, sub.subclass_of, sub.classes, names, **options)
+            tree, report = builders.build_with_subclasses(
+                kind, z, y, sub.subclass_of, sub.classes, names, leaf_gaussians=self.gaussians, **options
+            )
         info.update(report)
         return replace(
             self,

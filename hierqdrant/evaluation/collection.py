@@ -174,7 +174,7 @@ def evaluate_collection(
         )
     if queries is None:
         queries = database
-    num_classes = stored.num_classes
+    num_classes = len(stored.class_names)  # relevance is by class (not by sub-class leaf)
     check_query_labels(queries, num_classes)
     ks = sorted({int(k) for k in ks})
     mahp_ks = sorted({int(k) for k in mahp_ks}) if scoring is not None else []

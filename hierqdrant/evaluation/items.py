@@ -82,7 +82,8 @@ def stored_leaf_mode(model: HierarchyModel, items: Items) -> str:
         return model.leaf_from  # a head needs the raw features, which a collection does not keep
     predicted = float(np.mean(model.assign(items.z, projected=True, raw=items.raw) == items.leaves))
     known = items.labels >= 0
-    by_label = float(np.mean(items.labels[known] == items.leaves[known])) if known.any() else 0.0
+    leaf_class = model.class_of_leaf(items.leaves[known])  # a sub-class leaf names its class
+    by_label = float(np.mean(items.labels[known] == leaf_class)) if known.any() else 0.0
     return "label" if by_label > predicted else "predicted"
 
 

@@ -204,7 +204,8 @@ class EvalContext:
             y = np.asarray(labels, dtype=np.int64)
             known = y >= 0
             hits, total = counts.get(part, (0, 0))
-            counts[part] = (hits + int(np.sum(np.asarray(leaves)[known] == y[known])), total + int(known.sum()))
+            right = model.class_of_leaf(np.asarray(leaves)[known]) == y[known]  # a sub-class counts as its class
+            counts[part] = (hits + int(np.sum(right)), total + int(known.sum()))
         self.extra["leaf_sources"] = {
             "query_classifier": ", ".join(kinds),
             "leaf_from": leaf_from,
@@ -252,7 +253,8 @@ def fit_methods(
     Without ``base``: ``fit_x`` are raw features; PCA, the class Gaussians and the trees are fitted
     here (with ``--tune``: PCA, t and α chosen on a validation split of these items, as ``tune`` and
     ``ingest --tune`` do). With ``base`` (a collection's model or a cross-fitting fold's refit of it):
-    ``fit_x`` are projected by it and its PCA is kept. ``leaf_from``: of database items (None: the
+    ``fit_x`` are projected by it and its PCA is kept, and ``fit_y`` are leaf labels (a point's sub-class
+    where ``base`` has sub-class leaves; tuning then refuses). ``leaf_from``: of database items (None: the
     context's). Returns (base, methods, tuning per builder).
     """
     plan, hooks = ctx.plan, ctx.hooks

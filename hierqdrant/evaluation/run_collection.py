@@ -47,7 +47,8 @@ __all__ = ["eval_collection", "fold_model"]
 
 def fold_model(stored: HierarchyModel, fit_z: np.ndarray, fit_y: np.ndarray) -> HierarchyModel:
     """``stored``'s PCA with the class Gaussians, the query classifier and the tree refitted on ``fit_z`` /
-    ``fit_y`` (same builder, threshold or taxonomy, same kind of classifier)."""
+    ``fit_y`` (leaf labels: sub-classes where ``stored`` has them; same builder, threshold or taxonomy, same
+    kind of classifier)."""
     gauss = Gaussians.fit(fit_z, fit_y, stored.num_classes, estimator=stored.gaussians.estimator)  # type: ignore[arg-type]
     refit = refit_classifier(replace(stored, gaussians=gauss), fit_z, fit_y)
     taxonomy = stored.hierarchy if stored.builder == "given" else None
@@ -83,6 +84,10 @@ def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[
     )
     train_rows = training_rows(everything, all_splits)
     fit_z, fit_y = everything.z[train_rows], everything.labels[train_rows]
+    # Gaussians and trees are refitted on leaf labels: with sub-class leaves, each point's sub-class of its class.
+    fit_leaves = (
+        fit_y if base.subclasses is None else base.database_leaves(fit_z, fit_y, projected=True, leaf_from="label")
+    )
     fit_ids = [everything.ids[i] for i in train_rows]
     sources["fit"] = f"collection {db!r}: {train_rows.size} labelled non-test points"
     q_items: Items
@@ -103,12 +108,12 @@ def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[
     leaf_from = plan.leaf_from or stored_leaf_mode(base, database)
     match = fit_index(q_items.ids, fit_ids)
     leaky = bool((match >= 0).any())
-    ctx.warn(*diagnostics.few_per_class(fit_y, base.num_classes, base.class_names))
+    ctx.warn(*diagnostics.few_per_class(fit_y, len(base.class_names), base.class_names))
     ctx.warn(*diagnostics.narrow_pca(base.dims, base.num_classes, base.input_dims))
     if plan.protocol == "cross-fit" or (plan.protocol == "auto" and leaky):
-        result, tuned = _cross_fit(ctx, engine, base, database, q_items, fit_z, fit_y, match, leaf_from)
+        result, tuned = _cross_fit(ctx, engine, base, database, q_items, fit_z, fit_y, fit_leaves, match, leaf_from)
         return result, tuned, "cross-fitting"
-    _, methods, tuned = fit_methods(ctx, ctx.names, fit_z, fit_y, base.class_names, base=base, leaf_from=leaf_from)
+    _, methods, tuned = fit_methods(ctx, ctx.names, fit_z, fit_leaves, base.class_names, base=base, leaf_from=leaf_from)
     scoring = choose_scoring(plan.score_taxonomy, methods, base, "the collection's tree")
     if base.builder == "overlap" and plan.tuning is None:
         ctx.warn(*diagnostics.flat_tree([(base.threshold, base.tree_height)]))
@@ -116,7 +121,8 @@ def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[
     q_leaves = None
     if base.query_classifier != "head":  # the head reads raw features, which a collection does not keep
         q_leaves = base.assign(q_items.z, projected=True)
-        ctx.warn(*diagnostics.low_leaf_accuracy(diagnostics.leaf_accuracy(q_leaves, q_items.labels), where))
+        accuracy = diagnostics.leaf_accuracy(base.class_of_leaf(q_leaves), q_items.labels)
+        ctx.warn(*diagnostics.low_leaf_accuracy(accuracy, where))
     ctx.count_leaves(base, leaf_from, q_leaves, q_items.labels, database.leaves, database.labels)
     result = _search(ctx, engine, q_items, database, methods, scoring, plan.leaf_from, "searching")
     if leaky:
@@ -168,17 +174,19 @@ def _cross_fit(
     queries: Items,
     fit_z: np.ndarray,
     fit_y: np.ndarray,
+    fit_leaves: np.ndarray,
     match: np.ndarray,
     leaf_from: str,
 ) -> tuple[EvalResult, dict[str, TuneResult]]:
-    """Cross-fitting through the engine (see the module docstring)."""
+    """Cross-fitting through the engine (see the module docstring); ``fit_leaves``: the training points'
+    leaf labels (``fit_y``, their classes, without sub-class leaves)."""
     plan = ctx.plan
     k = plan.folds
     fit_folds = assign_folds(fit_y, k, plan.seed)
     q_folds = query_folds(match, fit_folds, k, plan.seed)
     check_fold_classes(fit_y, fit_folds, k, stored.class_names)
     untuned = replace(ctx, plan=replace(plan, tuning=None), warnings=[], notes=[], extra={}, leaf_counts={})
-    full_methods = fit_methods(untuned, ctx.names, fit_z, fit_y, stored.class_names, base=stored)[1]
+    full_methods = fit_methods(untuned, ctx.names, fit_z, fit_leaves, stored.class_names, base=stored)[1]
     scoring = choose_scoring(plan.score_taxonomy, full_methods, stored, "the collection's tree")
     parts: list[tuple[np.ndarray, EvalResult]] = []
     plain = [Method(n) for n in ctx.names if n in PLAIN]
@@ -193,9 +201,9 @@ def _cross_fit(
         ctx.hooks.log(
             f"cross-fitting fold {f + 1}/{k}: refitting the class Gaussians and the tree on {train.size} points"
         )
-        base_f = fold_model(stored, fit_z[train], fit_y[train])
+        base_f = fold_model(stored, fit_z[train], fit_leaves[train])
         _, methods, tuned = fit_methods(
-            ctx, model_names, fit_z[train], fit_y[train], stored.class_names, base=base_f, leaf_from=leaf_from
+            ctx, model_names, fit_z[train], fit_leaves[train], stored.class_names, base=base_f, leaf_from=leaf_from
         )
         for r in tuned.values():
             ctx.warn(*r.warnings)

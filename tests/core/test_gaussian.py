@@ -161,3 +161,25 @@ def test_nearest_class_settles_float32_ties_in_float64() -> None:
     nearest = NearestClass.of(w, b)
     np.testing.assert_array_equal(nearest(queries), want)
     assert [int(nearest(q[None])[0]) for q in queries] == want.tolist()  # the one-row path too
+
+
+def test_pooled_gaussians_are_the_moments_of_the_union() -> None:
+    """Two groups' mixture moments equal the mean and (biased) covariance of their points pooled."""
+    rng = np.random.default_rng(4)
+    parts = [rng.normal(size=(n, 3)) + shift for n, shift in ((30, 0.0), (50, 4.0), (20, -2.0))]
+    y = np.repeat([0, 1, 2], [30, 50, 20])
+
+    def plain(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return points.mean(axis=0), np.cov(points.T, bias=True)
+
+    # Unshrunk sub-class Gaussians, so the pooled one must match the union's moments exactly.
+    stats = [plain(p) for p in parts]
+    g = Gaussians(np.stack([m for m, _ in stats]), np.stack([c for _, c in stats]), np.bincount(y))
+    pooled = g.pooled(np.array([0, 1, 1]), 2)
+    union = np.concatenate(parts[1:])
+    np.testing.assert_allclose(pooled.means[1], union.mean(axis=0))
+    np.testing.assert_allclose(pooled.covariances[1], np.cov(union.T, bias=True), atol=1e-12)
+    np.testing.assert_allclose(pooled.means[0], parts[0].mean(axis=0))
+    assert pooled.counts.tolist() == [30, 70]
+    with pytest.raises(InputError):
+        g.pooled(np.array([0, 0, 0]), 2)  # group 1 has no member

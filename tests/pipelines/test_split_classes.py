@@ -24,9 +24,9 @@ def run(*args: Any, code: int = 0) -> Any:
     return json.loads(result.stdout) if code == 0 and "--json" in args else result
 
 
-def _features(path: Path) -> tuple[Path, np.ndarray]:
+def _features(path: Path, seed: int = 0) -> tuple[Path, np.ndarray]:
     """Class "two" is two clusters (hidden mode 1, 2); class "one" is one."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n, d = 80, 6
     x = rng.normal(size=(3 * n, d))
     mode = np.repeat([0, 1, 2], n)
@@ -34,7 +34,8 @@ def _features(path: Path) -> tuple[Path, np.ndarray]:
     x[mode == 2, 0] -= 9.0
     x[mode > 0, 1] += 15.0
     y = np.minimum(mode, 1)
-    FeatureSet(x, y, classes=["one", "two"], paths=[f"m{m}_{i}.jpg" for i, m in enumerate(mode)]).save(path)
+    paths = [f"m{m}_{seed}_{i}.jpg" for i, m in enumerate(mode)]
+    FeatureSet(x, y, classes=["one", "two"], paths=paths).save(path)
     return path, mode
 
 
@@ -86,3 +87,21 @@ def test_eval_reports_which_classes_break_the_gaussian_assumption(tmp_path: Path
     per_class = out["gaussianity"]["classes"]
     assert set(per_class) == {"one", "two"}
     assert per_class["two"]["axis_ks"] > 0.15 > per_class["one"]["axis_ks"]  # two clusters vs one Gaussian
+
+
+def test_eval_on_a_sub_class_collection_ranks_and_scores_by_class(tmp_path: Path) -> None:
+    features, _ = _features(tmp_path / "f.npz")
+    queries, _ = _features(tmp_path / "q.npz", seed=1)  # new images: held out
+    store = tmp_path / "db"
+    run("ingest", features, "-c", "s", "--data-dir", store, "--split-classes")
+    base = ("eval", "--db", "s", "--data-dir", store, "--json", "--methods", "cosine,overlap,ward")
+    held_out = run(*base, "--queries", queries, "--threshold", "0.1")
+    check(held_out, "cli/eval")
+    assert held_out["protocol"] != "cross-fitting"
+    # leaves are sub-classes, accuracy is by class: every query's sub-class is one of its class's
+    assert held_out["leaf_sources"]["query_accuracy"] == 1.0 and held_out["leaf_sources"]["database_accuracy"] == 1.0
+    for name in ("overlap", "ward"):
+        assert held_out["methods"][name]["map@r"] == 1.0 > held_out["methods"]["cosine"]["map@r"]
+    # the training images as queries: cross-fitting refits each fold's sub-class Gaussians
+    folds = run(*base, "--queries", features)
+    assert folds["protocol"] == "cross-fitting" and folds["methods"]["overlap"]["map@r"] == 1.0
