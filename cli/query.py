@@ -239,7 +239,7 @@ def query_command(
         )
     else:
         for qname, hits in zip(names, results, strict=True):
-            leaf_name = model.class_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
+            leaf_name = model.leaf_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
             table = Table(title=f"{qname}  [dim](query leaf: {leaf_name})[/]", title_justify="left")
             table.add_column("rank", justify="right")
             table.add_column("D", justify="right")
@@ -252,7 +252,7 @@ def query_command(
             table.add_column("path", overflow="fold")
             for r, h in enumerate(hits, 1):
                 hq = h.payload.get(key) or {}
-                leaf = model.class_names[h.leaf] if h.leaf is not None and h.leaf < model.num_classes else "?"
+                leaf = model.leaf_names[h.leaf] if h.leaf is not None and h.leaf < model.num_classes else "?"
                 row = [str(r), f"{h.distance:.4f}"]
                 if explain and h.explanation:
                     ex = h.explanation

@@ -129,3 +129,18 @@ def test_ingest_makes_the_checkpoint_sub_classes_leaves(tmp_path: Path) -> None:
     assert tuned.leaf_names == model.leaf_names and "tuning" in tuned.info
     assert tuned.info["tuning"]["leaf_accuracy"] > 0.9  # by class, as the validation images' sub-class is unknown
     engine.close()
+    # a query names its sub-class leaf (the table's leaf column too), and its hits' labels stay classes
+    from typer.testing import CliRunner
+
+    from hierqdrant_cli import app
+
+    store = ["-c", "c", "--data-dir", str(tmp_path / "db"), "--explain", "-k", "5"]
+    for image, leaf in (("plain/0_000.png", "plain │"), ("mixed/1_000.png", "mixed~")):  # plain: leaf 2 of 2 classes
+        text = CliRunner().invoke(app, ["query", str(src / image), *store])
+        assert text.exit_code == 0, text.output
+        assert leaf in text.stdout
+    common = [str(src / "mixed/1_000.png"), *store]
+    out = json.loads(CliRunner().invoke(app, ["query", *common, "--json"]).stdout)
+    hits = out["queries"][0]["hits"]
+    assert {h["payload"]["hq"]["label"] for h in hits} == {"mixed"}
+    assert hits[0]["explanation"]["query_leaf_name"].startswith("mixed~")
