@@ -161,8 +161,33 @@ def model_warnings(
     out = narrow_pca(model.dims, model.num_classes, model.input_dims)
     if model.builder == "overlap":
         out += flat_tree([(model.threshold, model.tree_height)])
-    out += few_per_class(y, model.num_classes, model.class_names)
+    out += few_per_class(y, len(model.class_names), model.class_names)  # labels are classes, sub-classes or not
     if y.size:
-        leaves = model.assign(features, projected=projected)
+        leaves = model.class_of_leaf(model.assign(features, projected=projected))
         out += low_leaf_accuracy(leaf_accuracy(leaves, y), where)
     return out
+
+
+#: Below this share of training images in their own sub-class in the model's space, the split blurs.
+MIN_SUBCLASS_AGREEMENT = 0.9
+
+
+def subclass_agreement(
+    leaves: np.ndarray, split_labels: np.ndarray, subclass_of: np.ndarray, dims: int, input_dims: int
+) -> list[str]:
+    """A warning when the model's sub-class of the labelled images of split classes (``leaves``: the query
+    classifier's best sub-class of their class, in the PCA space) often differs from the split's
+    (``split_labels``, made on the raw features): the PCA dropped the directions that split the class."""
+    got = np.asarray(leaves, dtype=np.int64).reshape(-1)
+    want = np.asarray(split_labels, dtype=np.int64).reshape(-1)
+    of = np.asarray(subclass_of, dtype=np.int64)
+    split = np.bincount(of)[of[want]] > 1  # images of classes with several sub-classes
+    share = float(np.mean(got[split] == want[split])) if split.any() else 1.0
+    if share >= MIN_SUBCLASS_AGREEMENT:
+        return []
+    fix = "try --pca all or a higher --pca" if dims < input_dims else "the sub-classes overlap: fewer splits may do"
+    return [
+        f"only {share:.0%} of the split classes' training images fall in their own sub-class in the model's "
+        f"{dims}-dim space "
+        f"(the split was made on the {input_dims}-dim features): {fix}"
+    ]

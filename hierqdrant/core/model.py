@@ -126,6 +126,12 @@ class HierarchyModel:
                 list(class_names) if class_names is not None else [str(c) for c in range(int(max(subclass_of)) + 1)]
             )
             subclasses = SubclassMap(names_k, np.asarray(subclass_of))
+            if len(subclasses.classes) < 2:
+                raise InputError(
+                    f"a hierarchy needs at least 2 classes, the labels have 1 (in {subclasses.subclass_of.size} "
+                    "sub-classes)",
+                    "add a folder per class",
+                )
             class_names = subclasses.leaf_names
         k_given = len(class_names) if class_names is not None else None
         y = check_labels(labels, x.shape[0], k_given)

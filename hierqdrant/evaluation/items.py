@@ -84,6 +84,8 @@ def stored_leaf_mode(model: HierarchyModel, items: Items) -> str:
     known = items.labels >= 0
     leaf_class = model.class_of_leaf(items.leaves[known])  # a sub-class leaf names its class
     by_label = float(np.mean(items.labels[known] == leaf_class)) if known.any() else 0.0
+    if by_label == predicted:  # both explain the stored leaves (sub-classes make this common): the model's
+        return model.leaf_from
     return "label" if by_label > predicted else "predicted"
 
 

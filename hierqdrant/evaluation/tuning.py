@@ -311,7 +311,8 @@ def tune(
     if base_model is not None and (splitter is not None or base_model.subclasses is not None):
         raise InputError(
             "a model with sub-class leaves is tuned where its sub-classes are found, not on a fixed PCA",
-            "re-ingest with --tune (ingest SOURCE --collection NAME --recreate --tune)",
+            "re-ingest with --tune and the same sub-classes "
+            "(ingest SOURCE --collection NAME --recreate --tune, with --split-classes or the checkpoint)",
         )
     if max_queries is not None and int(max_queries) < 1:
         raise InputError(f"max_queries={max_queries} must be ≥ 1")
@@ -433,6 +434,12 @@ def tune(
             query_classifier=best_c,  # type: ignore[arg-type]
         )  # fmt: skip
         split = None if splitter is None else splitter(x, y)
+        if split is not None and fit_split is not None and split.num_subclasses != fit_split.num_subclasses:
+            warnings.append(
+                f"the grid was scored with {fit_split.num_subclasses} sub-classes (the split of the fit part), "
+                f"the model has {split.num_subclasses} (the split of all {x.shape[0]} items): t and α may not "
+                "suit its tree; more images per class make the two splits agree"
+            )
         final = chosen_fit.fit_model(
             x, y if split is None else split.labels, class_names=names, extractor=extractor, head=head,
             subclass_of=None if split is None else split.subclass_of,

@@ -35,8 +35,9 @@ from hierqdrant.core.faults import fault
 from hierqdrant.core.model import HierarchyModel, check_leaf_sources
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.hooks import Hooks
+from hierqdrant.evaluation.scoring import parse_metric
 from hierqdrant.pipelines.ingest_sources import Skip, Table, from_features_file, from_images
-from hierqdrant.pipelines.ingest_subclasses import fit_subclasses, subclass_line, subclass_source
+from hierqdrant.pipelines.ingest_subclasses import fit_subclasses, subclass_line, subclass_source, subclass_warnings
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_intact,
@@ -209,6 +210,13 @@ def ingest(
         raise InputError("--head gives the head query classifier", "add --query-classifier head, or drop --head")
     if opts.tune and opts.query_classifier == "head":
         raise InputError("--tune does not take the head query classifier yet", "drop --tune, or use another one")
+    if opts.tune and parse_metric(opts.tune_metric)[0] == "mahp":
+        raise InputError(
+            f"ingest --tune cannot score {opts.tune_metric}: it needs a taxonomy to score by",
+            "use --tune-metric map@r, map@K or p@1, or hierqdrant tune --score-taxonomy FILE",
+        )
+    if opts.keep_model and (opts.tune or opts.split_classes):
+        raise InputError("--keep-model keeps the stored model; --tune and --split-classes fit a new one", "drop one")
     src = Path(source)
     if not src.exists():
         raise InputError(f"{src} does not exist", "pass an image folder or a features .npz")
@@ -302,6 +310,8 @@ def _ingest(
             warnings += tuned.warnings
             if subclasses is not None and tuned.model.subclasses is not None:
                 say(subclass_line(tuned.model.subclasses.subclass_of, len(table.class_names), subclasses.where))
+                split = subclasses.split(train_x, np.asarray(train_y, dtype=np.int64))  # the final model's
+                warnings += subclass_warnings(tuned.model, split, train_x, train_y)
             say(
                 f"tuned on a validation split: {tuned.best_classifier} query leaf, {tuned.best_dims} PCA dims, "
                 f"t={tuned.best_threshold}, "
@@ -310,7 +320,9 @@ def _ingest(
             )
             model = tuned.model
         elif subclasses is not None:
-            model = fit_subclasses(subclasses, table, train_x, train_y, opts, say)
+            model, split = fit_subclasses(subclasses, table, train_x, train_y, opts, say)
+            warnings += diagnostics.model_warnings(model, train_x, train_y, where="on the fitting data")
+            warnings += subclass_warnings(model, split, train_x, train_y)
         else:
             say(fitting_line(opts.pca, len(table.class_names), opts.builder, len(labelled), train_x.shape[1], opts))
             t0 = time.perf_counter()

@@ -19,12 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from hierqdrant.core import diagnostics
 from hierqdrant.core.classifiers import LinearClassifier
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.model import HierarchyModel
 from hierqdrant.core.subclasses import Splitter, SubclassSplit, compact, split_classes
 
-__all__ = ["SubclassSource", "fit_subclasses", "subclass_checkpoint", "subclass_line", "subclass_source"]
+__all__ = [
+    "SubclassSource",
+    "fit_subclasses",
+    "subclass_checkpoint",
+    "subclass_line",
+    "subclass_source",
+    "subclass_warnings",
+]
 
 
 def subclass_checkpoint(opts: Any, extractor: dict[str, Any]) -> str | None:
@@ -86,8 +94,9 @@ def subclass_source(table: Any, opts: Any) -> SubclassSource | None:
 
 def fit_subclasses(
     source: SubclassSource, table: Any, train_x: np.ndarray, train_y: np.ndarray, opts: Any, say: Callable[[str], None]
-) -> HierarchyModel:
-    """The model with ``source``'s sub-class leaves on the labelled training features (``opts`` as above)."""
+) -> tuple[HierarchyModel, SubclassSplit]:
+    """The model with ``source``'s sub-class leaves on the labelled training features (``opts`` as above),
+    and the split it was fitted with."""
     split = source.split(train_x, np.asarray(train_y, dtype=np.int64))
     head = None
     if opts.query_classifier == "head":
@@ -96,7 +105,7 @@ def fit_subclasses(
             raise InputError("some of the head's sub-classes hold no training image", "use --query-classifier tied")
         head = source.head
     say(subclass_line(split.subclass_of, len(table.class_names), source.where))
-    return opts.fit_model(
+    model = opts.fit_model(
         train_x,
         split.labels,
         class_names=table.class_names,
@@ -104,6 +113,7 @@ def fit_subclasses(
         head=head,
         subclass_of=split.subclass_of,
     )
+    return model, split
 
 
 def subclass_line(subclass_of: np.ndarray, classes: int, where: str) -> str:
@@ -111,3 +121,15 @@ def subclass_line(subclass_of: np.ndarray, classes: int, where: str) -> str:
     counts = np.bincount(np.asarray(subclass_of), minlength=classes)
     kinds = f"{len(subclass_of)} sub-classes of {classes} classes"
     return f"sub-class leaves from {where}: {kinds} ({int((counts > 1).sum())} split)"
+
+
+def subclass_warnings(
+    model: HierarchyModel, split: SubclassSplit, train_x: np.ndarray, train_y: np.ndarray
+) -> list[str]:
+    """Whether the model keeps ``split`` (of the training features; its sub-class of each labelled image is
+    the split's), and whether every sub-class has images enough for a Gaussian."""
+    if split.num_subclasses != model.num_classes:
+        return []  # a tuned model's split may differ from this one: tune warns about that
+    leaves = model.database_leaves(train_x, np.asarray(train_y, dtype=np.int64), leaf_from="label")
+    out = diagnostics.subclass_agreement(leaves, split.labels, split.subclass_of, model.dims, model.input_dims)
+    return out + diagnostics.few_per_class(split.labels, model.num_classes, model.leaf_names)

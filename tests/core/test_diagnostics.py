@@ -70,3 +70,19 @@ def test_model_warnings_quiet_on_a_good_model(five_classes: tuple[np.ndarray, np
     x, y = five_classes
     model = HierarchyModel.fit(x, y, threshold=0.3, n_components=None)
     assert d.model_warnings(model, x, y) == []
+
+
+def test_subclass_agreement_counts_the_images_of_split_classes_only() -> None:
+    of = np.array([0, 1, 1])  # class 1 split in two
+    want = np.repeat([0, 1, 2], 10)
+    got = want.copy()
+    got[10:12] = 2  # 2 of class 1's 20 images in the other sub-class: 90 % agree, at the line
+    assert d.subclass_agreement(got, want, of, dims=4, input_dims=8) == []
+    got[12] = 2  # 85 %
+    (w,) = d.subclass_agreement(got, want, of, dims=4, input_dims=8)
+    assert "only 85% of the split classes'" in w and "--pca all" in w
+    (w,) = d.subclass_agreement(got, want, of, dims=8, input_dims=8)
+    assert "fewer splits" in w
+    # the class that is not split does not dilute the share: 100 more agreeing images of it change nothing
+    more = np.concatenate([np.zeros(100, np.int64), want])
+    assert d.subclass_agreement(np.concatenate([np.zeros(100, np.int64), got]), more, of, 4, 8) != []

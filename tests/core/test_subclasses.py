@@ -148,3 +148,13 @@ def test_a_subclass_models_evaluation_is_scored_on_its_class_tree() -> None:
     assert (np.diag(lca) == 0).all() and lca[0, 1] == lca[1, 0] >= 1
     plain = HierarchyModel.fit(x, sub, n_components=None)
     assert class_tree(plain) is plain.hierarchy
+
+
+def test_one_class_split_into_sub_classes_is_still_one_class() -> None:
+    x, y, _ = _two_modes()
+    one = np.flatnonzero(y == 1)
+    split = split_classes(x[one], np.zeros(one.size, np.int64), np.arange(1))
+    assert split.num_subclasses == 2
+    for builder in ("overlap", "ward"):
+        with pytest.raises(InputError, match="at least 2 classes, the labels have 1"):
+            HierarchyModel.fit(x[one], split.labels, subclass_of=split.subclass_of, builder=builder)

@@ -295,6 +295,7 @@ def test_tune_with_a_splitter_finds_sub_classes_on_the_fit_part_and_ranks_by_cla
     plain = tune(x, y, ["one", "two"], settings=grids)
     assert split.cosine_score == pytest.approx(plain.cosine_score)
     assert split.fit_size == plain.fit_size and split.val_size == plain.val_size
+    assert not any("the grid was scored with" in w for w in split.warnings)  # the fit part splits the same
     # ward and a given taxonomy (of the classes) work above the sub-classes too
     ward = tune(x, y, fit=FitSettings(builder="ward"), settings=grids, splitter=splitter)
     taxonomy = Hierarchy(np.array([2, 2, -1]), 2)
@@ -304,3 +305,21 @@ def test_tune_with_a_splitter_finds_sub_classes_on_the_fit_part_and_ranks_by_cla
     for base in (plain.model, model):  # a collection's fixed PCA: its sub-classes are not re-found there
         with pytest.raises(InputError, match="sub-class leaves is tuned where"):
             tune(x, y, settings=grids, base_model=base, splitter=splitter if base is plain.model else None)
+
+
+def test_tune_warns_when_the_fit_part_splits_otherwise_than_all_items() -> None:
+    from hierqdrant.core.subclasses import SubclassSplit
+
+    x, y = gaussian_classes(np.array([[0.0, 0.0], [9.0, 0.0]]), per_class=40, dims=3, seed=2)
+
+    def by_size(points: np.ndarray, labels: np.ndarray) -> SubclassSplit:
+        # a split that depends on how many items it sees, as x-means' minimum cluster size does
+        if points.shape[0] < len(y):
+            return SubclassSplit(np.asarray(labels), np.arange(2))
+        halves = np.where((labels == 1) & (np.arange(labels.size) % 2 == 1), 2, labels)
+        return SubclassSplit(halves, np.array([0, 1, 1]))
+
+    grids = TuneSettings(thresholds=[0.3], alphas=[1.0], pcas=[None], widen=False)
+    result = tune(x, y, settings=grids, splitter=by_size)
+    assert result.model.num_classes == 3
+    assert any("scored with 2 sub-classes" in w and "the model has 3" in w for w in result.warnings)

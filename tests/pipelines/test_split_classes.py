@@ -105,3 +105,16 @@ def test_eval_on_a_sub_class_collection_ranks_and_scores_by_class(tmp_path: Path
     # the training images as queries: cross-fitting refits each fold's sub-class Gaussians
     folds = run(*base, "--queries", features)
     assert folds["protocol"] == "cross-fitting" and folds["methods"]["overlap"]["map@r"] == 1.0
+
+
+def test_ingest_refuses_what_it_cannot_do_with_sub_classes_in_one_line(tmp_path: Path) -> None:
+    features, _ = _features(tmp_path / "f.npz")
+    store = tmp_path / "db"
+    cases = [
+        (["--split-classes", "--tune", "--tune-metric", "mahp@5"], "cannot score mahp@5"),
+        (["--split-classes", "--keep-model"], "--keep-model keeps the stored model"),
+    ]
+    for extra, message in cases:
+        bad = run("ingest", features, "-c", "s", "--data-dir", store, *extra, code=2)
+        assert message in bad.stderr and "Traceback" not in bad.output
+    assert not store.exists()  # refused before the store was opened
