@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -183,10 +184,35 @@ class EdgeEngine(EngineBase):
     def _writing(
         self, name: str, wait: bool, on_wait: Callable[[int | None], None] | None
     ) -> Iterator[None]:
-        with collection_lock(self.data_dir, name, wait=wait, on_wait=on_wait) as first:
+        waited = False
+
+        def note(pid: int | None) -> None:
+            nonlocal waited
+            waited = True
+            if on_wait is not None:
+                on_wait(pid)
+
+        with collection_lock(self.data_dir, name, wait=wait, on_wait=note) as first:
             if first:
                 self._remove_stale(name)
+            if waited:
+                self._await_shard(name)
             yield
+
+    def _await_shard(self, name: str, timeout: float = 60.0) -> None:
+        """Open ``name``'s shard once the writer we waited for has closed it: it releases the lock first,
+        then closes the shard (its WAL lock), so for a moment the shard is still held (lock held here)."""
+        if not self.exists(name):
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.shard(name)
+                return
+            except EngineError as e:
+                if "open in another process" not in e.problem or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _remove_stale(self, name: str) -> None:
         """Temporary folders and files of ``name`` and model folders it no longer uses (lock held)."""
