@@ -199,30 +199,28 @@ def test_a_server_create_stopped_before_its_model_is_completed(
     engine.close()
 
 
-def test_a_writer_that_waited_opens_the_shard_once_the_last_writer_closes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_writer_that_waited_retries_the_shard_until_the_last_writer_closes_it() -> None:
     """The last writer releases the lock, then closes its shard: the waiter retries the open meanwhile."""
-    engine = EdgeEngine(tmp_path)
-    engine.create("c", 2)
-    engine.close()
-    real = EdgeEngine.shard
-    tries: list[str] = []
+    from hierqdrant.store.engines.edge_files import retry_while_busy
 
-    def busy_twice(self: EdgeEngine, name: str) -> Any:
-        tries.append(name)
+    tries: list[int] = []
+
+    def busy_twice() -> None:
+        tries.append(1)
         if len(tries) <= 2:
-            raise EngineError(f"collection {name!r} is open in another process (WouldBlock)", "close it")
-        return real(self, name)
+            raise EngineError("collection 'c' is open in another process (WouldBlock)", "close it")
 
-    monkeypatch.setattr(EdgeEngine, "shard", busy_twice)
-    engine._await_shard("c")
-    assert tries == ["c", "c", "c"]
+    retry_while_busy(busy_twice)
+    assert len(tries) == 3
     tries.clear()
     with pytest.raises(EngineError, match="open in another process"):  # bounded: a writer that never closes
-        engine._await_shard("c", timeout=0.0)
-    monkeypatch.setattr(EdgeEngine, "shard", lambda self, name: (_ for _ in ()).throw(EngineError("disk full")))
+        retry_while_busy(busy_twice, timeout=0.0)
+
+    def full() -> None:
+        tries.append(1)
+        raise EngineError("disk full")
+
+    tries.clear()
     with pytest.raises(EngineError, match="disk full"):  # other errors are not waited on
-        engine._await_shard("c")
-    engine._await_shard("missing")  # nothing to open
-    engine.close()
+        retry_while_busy(full)
+    assert len(tries) == 1

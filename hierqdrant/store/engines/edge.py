@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -59,6 +58,7 @@ from hierqdrant.store.engines.edge_files import (
     holds_collection_files,
     is_temporary_file,
     meta_bytes,
+    retry_while_busy,
     stale_paths,
     store_model_files,
     temporary_dir,
@@ -84,9 +84,7 @@ def _engine_error(what: str, name: str, e: Exception) -> EngineError:
             f"collection {name!r} is open in another process ({msg})",
             "close the other process (one process at a time may open an embedded collection)",
         )
-    return EngineError(
-        f"embedded engine failed to {what} on {name!r}: {msg}", "check the request and the data dir"
-    )
+    return EngineError(f"embedded engine failed to {what} on {name!r}: {msg}", "check the request and the data dir")
 
 
 class EdgeEngine(EngineBase):
@@ -120,13 +118,9 @@ class EdgeEngine(EngineBase):
         except FileNotFoundError:
             raise self._not_found(name) from None
         except (OSError, ValueError) as e:
-            raise InputError(
-                f"{path} is unreadable or corrupt: {e}", "restore it or delete the collection"
-            ) from e
+            raise InputError(f"{path} is unreadable or corrupt: {e}", "restore it or delete the collection") from e
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise InputError(
-                f"{path} is not a hierqdrant collection file", "restore it or delete the collection"
-            )
+            raise InputError(f"{path} is not a hierqdrant collection file", "restore it or delete the collection")
         return meta
 
     def _write_meta(self, name: str, meta: dict[str, Any]) -> None:
@@ -181,38 +175,20 @@ class EdgeEngine(EngineBase):
         return self._writing(check_collection_name(name), wait, on_wait)
 
     @contextmanager
-    def _writing(
-        self, name: str, wait: bool, on_wait: Callable[[int | None], None] | None
-    ) -> Iterator[None]:
-        waited = False
+    def _writing(self, name: str, wait: bool, on_wait: Callable[[int | None], None] | None) -> Iterator[None]:
+        waited = []  # the writer we waited for releases the lock, then closes the shard: retry the open
 
         def note(pid: int | None) -> None:
-            nonlocal waited
-            waited = True
+            waited.append(pid)
             if on_wait is not None:
                 on_wait(pid)
 
         with collection_lock(self.data_dir, name, wait=wait, on_wait=note) as first:
             if first:
                 self._remove_stale(name)
-            if waited:
-                self._await_shard(name)
+            if waited and self.exists(name):
+                retry_while_busy(lambda: self.shard(name))
             yield
-
-    def _await_shard(self, name: str, timeout: float = 60.0) -> None:
-        """Open ``name``'s shard once the writer we waited for has closed it: it releases the lock first,
-        then closes the shard (its WAL lock), so for a moment the shard is still held (lock held here)."""
-        if not self.exists(name):
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.shard(name)
-                return
-            except EngineError as e:
-                if "open in another process" not in e.problem or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def _remove_stale(self, name: str) -> None:
         """Temporary folders and files of ``name`` and model folders it no longer uses (lock held)."""
@@ -495,9 +471,7 @@ class EdgeEngine(EngineBase):
                 yield [
                     Record(
                         str(r.id),
-                        np.asarray(r.vector, dtype=np.float32)
-                        if with_vectors and r.vector is not None
-                        else None,
+                        np.asarray(r.vector, dtype=np.float32) if with_vectors and r.vector is not None else None,
                         r.payload or {},
                     )
                     for r in recs
@@ -613,4 +587,3 @@ def _point_error(pids: Sequence[Any], payloads: Sequence[Any], e: Exception) -> 
         except Exception as inner:
             return InputError(f"point {i!r} is invalid: {inner}", "use UUID string ids and JSON payloads")
     return InputError(f"invalid points: {e}", "use UUID string ids and JSON payloads")
-

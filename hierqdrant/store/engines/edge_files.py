@@ -44,6 +44,7 @@ __all__ = [
     "holds_collection_files",
     "is_temporary_file",
     "meta_bytes",
+    "retry_while_busy",
     "stale_paths",
     "store_model_files",
     "temporary_dir",
@@ -199,3 +200,18 @@ def holds_collection_files(folder: Path) -> bool:
         return any(p.name == "shard" or MODEL_DIR_RE.match(p.name) for p in folder.iterdir() if p.is_dir())
     except OSError:
         return False
+
+
+def retry_while_busy(open_shard: Callable[[], object], timeout: float = 60.0) -> None:
+    """Call ``open_shard`` until it stops failing with "open in another process" (``timeout`` seconds at
+    most): a writer releases the collection's lock before it closes its shard, whose WAL stays locked a
+    moment longer. Other errors are raised at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            open_shard()
+            return
+        except EngineError as e:
+            if "open in another process" not in e.problem or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
