@@ -176,32 +176,19 @@ def from_images(
 
         t0 = time.perf_counter()
         with hooks.progress(len(todo), "embedding") if not opts.progress else _bar_of_its_own() as counter:
+            paths = [items[i].path for i in todo]
+            common: dict[str, Any] = dict(
+                device=opts.device, batch_size=opts.batch_size, num_workers=opts.num_workers, on_batch=on_batch,
+                progress=True if opts.progress else (counter or False), console=console,
+            )  # fmt: skip
             if opts.backend == "ray":  # the same extract_features, in a pool of Ray actors (ray_extract.py)
                 from hierqdrant.vision.ray_extract import extract_features_ray
 
                 extracted = extract_features_ray(
-                    [items[i].path for i in todo],
-                    description,
-                    opts.weights,
-                    device=opts.device,
-                    batch_size=opts.batch_size,
-                    num_workers=opts.num_workers,
-                    concurrency=opts.ray_concurrency,
-                    on_batch=on_batch,
-                    progress=True if opts.progress else (counter or False),
-                    console=console,
+                    paths, description, opts.weights, concurrency=opts.ray_concurrency, **common
                 )
             else:
-                extracted = extract_features(
-                    [items[i].path for i in todo],
-                    backbone,
-                    device=opts.device,
-                    batch_size=opts.batch_size,
-                    num_workers=opts.num_workers,
-                    on_batch=on_batch,
-                    progress=True if opts.progress else (counter or False),
-                    console=console,
-                )
+                extracted = extract_features(paths, backbone, **common)
         cache.flush()
         embed_seconds = time.perf_counter() - t0
         for j, row in zip(extracted.indices, extracted.features, strict=True):

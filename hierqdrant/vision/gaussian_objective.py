@@ -49,7 +49,6 @@ from hierqdrant.core.subclasses import false_negative_rates, split_classes, subc
 from hierqdrant.vision import train as base
 from hierqdrant.vision.backbones import load_backbone
 from hierqdrant.vision.extract import ImageDataset, collate_images, default_num_workers, resolve_device
-from hierqdrant.vision.sources import discover
 
 #: A sub-class whose top principal axes are this far (KS against N(0, 1)) from normal is a split candidate.
 AXIS_KS = 0.1
@@ -175,16 +174,9 @@ def train_gaussian(
     g = gaussian or GaussianConfig()
     say = log or (lambda _m: None)
     out_path = Path(out)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not (0.0 < cfg.val_share < 1.0) or cfg.lr <= 0:
-        raise InputError("epochs and batch size must be ≥ 1, lr > 0 and the validation share in (0, 1)")
     if g.split_every < 1 or g.max_splits < 0 or not g.triplet_margin >= 0 or g.max_k < 2:
         raise InputError("--split-every must be ≥ 1, --max-splits ≥ 0, --triplet-margin ≥ 0")
-    found = discover(source)
-    items = [it for it in found.items if it.label is not None and it.split != "test"]
-    if not items:
-        raise InputError(f"{source} has no labelled training images", "use class subfolders of images")
-    class_names = list(found.class_names)
-    base._check_classes(items, class_names)
+    items, class_names = base.training_items(source, cfg)
     k = len(class_names)
     resume = base._read_resume(base.last_path(out_path), cfg)
     if resume is not None and cfg.resume is None and resume.get("gaussian") != asdict(g):

@@ -229,6 +229,20 @@ def _check_classes(items: list[ImageItem], class_names: list[str]) -> None:
             raise InputError(f"class {name!r} has no usable image", "add readable images or remove the class folder")
 
 
+def training_items(source: str | Path, cfg: TrainConfig) -> tuple[list[ImageItem], list[str]]:
+    """The labelled non-test images of ``source`` and its class names, after checking ``cfg``'s numbers
+    (both objectives train on these)."""
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not (0.0 < cfg.val_share < 1.0) or cfg.lr <= 0:
+        raise InputError("epochs and batch size must be ≥ 1, lr > 0 and the validation share in (0, 1)")
+    found = discover(source)
+    items = [it for it in found.items if it.label is not None and it.split != "test"]
+    if not items:
+        raise InputError(f"{source} has no labelled training images", "use class subfolders of images")
+    class_names = list(found.class_names)
+    _check_classes(items, class_names)
+    return items, class_names
+
+
 def _read_resume(path: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """The state to continue from: ``None`` for a new run (``resume=False``, or no ``<out>.last`` when the
     choice is automatic), else ``<out>.last`` — refused when unreadable, or, automatically, of other settings."""
@@ -295,14 +309,7 @@ def train(
     cfg = replace(cfg, augment=check_augment(cfg.augment))
     say = log or (lambda _m: None)
     out_path = Path(out)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not (0.0 < cfg.val_share < 1.0) or cfg.lr <= 0:
-        raise InputError("epochs and batch size must be ≥ 1, lr > 0 and the validation share in (0, 1)")
-    found = discover(source)
-    items = [it for it in found.items if it.label is not None and it.split != "test"]
-    if not items:
-        raise InputError(f"{source} has no labelled training images", "use class subfolders of images")
-    class_names = list(found.class_names)
-    _check_classes(items, class_names)
+    items, class_names = training_items(source, cfg)
     resume_state = _read_resume(last_path(out_path), cfg)
 
     tree: Hierarchy | None = None
