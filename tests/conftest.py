@@ -21,6 +21,20 @@ import numpy as np
 import pytest
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """CI's second run of the fitting tests under another BLAS kernel sets ``HIERQDRANT_EXPECT_BLAS_KERNEL``
+    (.ci/blas_kernel.py): check that NumPy's and SciPy's OpenBLAS really run it, or the run proves nothing."""
+    expected = os.environ.get("HIERQDRANT_EXPECT_BLAS_KERNEL")
+    if not expected:
+        return
+    import scipy.linalg  # noqa: F401 — loads SciPy's BLAS too
+    from threadpoolctl import threadpool_info
+
+    kernels = {str(i.get("architecture")) for i in threadpool_info() if i.get("internal_api") == "openblas"}
+    if not kernels or {k.lower() for k in kernels} != {expected.lower()}:
+        raise pytest.UsageError(f"HIERQDRANT_EXPECT_BLAS_KERNEL={expected}, but OpenBLAS runs {sorted(kernels)}")
+
+
 def gaussian_classes(
     centres: np.ndarray, per_class: int, dims: int, spread: float = 1.0, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ rank  packages                                   what lives there
 3     ``hierqdrant.pipelines``                   ingest, demo
 3     ``hierqdrant.reports``                     HTML reports, contact sheets, SVG figures
 top   ``hierqdrant`` (``__init__``/``__main__``)  facades: lazy re-exports; the CLI entry point
-top   ``hierqdrant_cli`` (the ``cli/`` folder)    the Typer front end
+top   ``hierqdrant_cli``                         the Typer front end
 ====  =========================================  ==============================================
 
 Packages of the same rank are siblings and do not import each other (store and vision are
@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Import name → source folder (``cli/`` installs as ``hierqdrant_cli``, see pyproject.toml).
-SOURCE_TREES = {"hierqdrant": ROOT / "hierqdrant", "hierqdrant_cli": ROOT / "cli"}
+#: Import name → source folder.
+SOURCE_TREES = {"hierqdrant": ROOT / "hierqdrant", "hierqdrant_cli": ROOT / "hierqdrant_cli"}
 MAX_LINES = 600
 
 LAYER_RANKS = {

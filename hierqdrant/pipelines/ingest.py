@@ -2,7 +2,10 @@
 
 Everything that can be checked is checked before the store is written: the source, the backbone and
 its weights, the collection's model and extractor. Re-running the same ingest updates the same point
-ids and embeds nothing again (features are cached locally per extractor).
+ids and embeds nothing again (features are cached locally per extractor), and fits nothing again: the
+collection records what its model was fitted on (:mod:`hierqdrant.pipelines.fingerprint`), so the same
+images, labels and settings continue with the stored model on any machine, and other ones are refused
+naming what differs (a collection that records nothing refits and compares model ids).
 
 The whole run holds the collection's writer lock (embedded store; another writer gets a one-line error,
 or waits with ``wait``). The collection is marked ``incomplete`` before its first point is written and
@@ -36,15 +39,18 @@ from hierqdrant.core.model import HierarchyModel, check_leaf_sources
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.evaluation.scoring import parse_metric
+from hierqdrant.pipelines import fingerprint
 from hierqdrant.pipelines.ingest_sources import Skip, Table, from_features_file, from_images
 from hierqdrant.pipelines.ingest_subclasses import fit_subclasses, subclass_line, subclass_source, subclass_warnings
 from hierqdrant.store.collection import (
     DEFAULT_PAYLOAD_KEY,
     check_intact,
     check_payload_key,
+    check_recreate,
     create_collection,
     not_a_hierqdrant_collection,
     read_collection_model,
+    refuse_attached,
     set_state,
     upsert_points,
     writing,
@@ -263,9 +269,12 @@ def _ingest(
     say = hooks.log
     key = opts.payload_key
     stored: tuple[HierarchyModel, dict[str, Any]] | None = None
-    if not opts.recreate:
+    if opts.recreate:
+        check_recreate(engine, collection)  # only a collection ingest made (or a damaged one) is ever dropped
+    else:
         check_intact(engine, collection)
         if engine.exists(collection):
+            refuse_attached(collection, engine.read_info(collection), "ingest into it")
             stored = _stored_model(engine, collection)
 
     if src.is_file():
@@ -277,6 +286,8 @@ def _ingest(
     labelled = [i for i, y in enumerate(table.labels) if y is not None and table.splits[i] != "test"]
     fitted = False
     warnings = extractor_warnings(table.extractor)
+    use_stored = not labelled or (stored is not None and opts.keep_model)
+    inputs = None if use_stored else _fit_inputs(table, labelled, opts)  # what a fit would be on
     if stored is not None and (opts.keep_model or not labelled):
         model = stored[0]
         if model.input_dims != table.features.shape[1]:
@@ -285,6 +296,9 @@ def _ingest(
                 f"{table.features.shape[1]}-d",
                 "embed with the collection's extractor (omit --model/--weights)",
             )
+    elif stored is not None and inputs is not None and _fitted_on(collection, stored, inputs, opts):
+        model = stored[0]  # fitted on these very inputs: continued with, whatever the machine (DESIGN.md §2.6)
+        say(f"continuing with the collection's model {model.model_id}, fitted on the same images and settings")
     else:
         if not labelled:
             raise InputError(
@@ -348,13 +362,15 @@ def _ingest(
 
     # Everything is checked: from here on the store is written.
     if opts.recreate:
+        check_recreate(engine, collection)  # again, right before the drop: still one that ingest made
         if engine.exists(collection):
             say(f"dropping collection {collection!r}")
         engine.delete(collection)  # also a damaged one; nothing when there is none
     # --shards/--replicas: a new collection only; an existing one keeps its own layout
     create_collection(
-        engine, collection, model, payload_key=key, state="incomplete", shards=opts.shards, replicas=opts.replicas
-    )
+        engine, collection, model, payload_key=key, state="incomplete", shards=opts.shards, replicas=opts.replicas,
+        fit_inputs=inputs if fitted else None,
+    )  # fmt: skip
     upsert_started = time.perf_counter()
     payloads = [{"path": k} for k in table.keys]
     say(f"upserting {len(table.keys)} points into {collection!r}")
@@ -388,22 +404,61 @@ def _ingest(
     )
 
 
-def _other_model(collection: str, stored: HierarchyModel, model: HierarchyModel) -> ModelMismatchError:
-    """The collection holds another model than this ingest fits; say so, naming differing leaf sources."""
+def _fit_inputs(table: Table, labelled: list[int], opts: IngestOptions) -> dict[str, Any]:
+    """The fingerprint of a fit on the ``labelled`` rows of ``table`` (:mod:`.fingerprint`)."""
+    return fingerprint.fit_inputs(
+        table.keys, table.labels, table.splits, table.class_names, labelled, table.extractor, opts,
+        paths=table.paths, features=table.features,
+    )  # fmt: skip
+
+
+def _fitted_on(
+    collection: str, stored: tuple[HierarchyModel, dict[str, Any]], inputs: dict[str, Any], opts: IngestOptions
+) -> bool:
+    """Whether the stored model was fitted on ``inputs``: True when its recorded fingerprint is equal, False
+    when the collection records none to compare (then the fit runs and model ids are compared, as before);
+    ``ModelMismatchError`` naming what differs otherwise."""
+    then = fingerprint.recorded(stored[1], inputs)
+    if then is None:
+        return False
+    why = fingerprint.differences(then, inputs)
+    if fingerprint.leaf_sources_differ(then, inputs):
+        why.insert(0, _leaves_differ(stored[0], opts.query_classifier, opts.leaf_from))
+    if not why:
+        return True
+    model = stored[0]
+    raise ModelMismatchError(
+        f"collection {collection!r} holds model {model.model_id}, fitted on other inputs than this ingest's: "
+        + "; ".join(why),
+        _other_model_fix(model, opts.query_classifier, opts.leaf_from),
+    )
+
+
+def _leaves_differ(stored: HierarchyModel, query_classifier: str, leaf_from: str) -> str:
     was = leaf_sources(stored.query_classifier, stored.leaf_from)
-    now = leaf_sources(model.query_classifier, model.leaf_from)
-    why = "other images or settings"
+    return f"its leaves: {was}; this ingest's: {leaf_sources(query_classifier, leaf_from)}"
+
+
+def _other_model_fix(stored: HierarchyModel, query_classifier: str, leaf_from: str) -> str:
+    """How to go on when the collection holds another model: --paper first when that is what it was."""
     fix = (
         "pass --recreate to rebuild the collection, --keep-model to assign with the stored model, "
         "or choose another --collection"
     )
-    if was != now:
-        why = f"its leaves: {was}; this ingest's: {now}"
-        if (stored.query_classifier, stored.leaf_from) == ("mahalanobis", "predicted"):
-            fix = "pass --paper to fit the paper's setting as before, " + fix
+    paper = ("mahalanobis", "predicted")
+    if (stored.query_classifier, stored.leaf_from) == paper and (query_classifier, leaf_from) != paper:
+        fix = "pass --paper to fit the paper's setting as before, " + fix
+    return fix
+
+
+def _other_model(collection: str, stored: HierarchyModel, model: HierarchyModel) -> ModelMismatchError:
+    """The collection holds another model than this ingest fits; say so, naming differing leaf sources."""
+    why = "other images or settings"
+    if (stored.query_classifier, stored.leaf_from) != (model.query_classifier, model.leaf_from):
+        why = _leaves_differ(stored, model.query_classifier, model.leaf_from)
     return ModelMismatchError(
         f"collection {collection!r} holds model {stored.model_id}; this ingest fits model {model.model_id} ({why})",
-        fix,
+        _other_model_fix(stored, model.query_classifier, model.leaf_from),
     )
 
 

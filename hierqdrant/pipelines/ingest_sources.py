@@ -82,6 +82,7 @@ class Table:
     extractor: dict[str, Any]
     skipped: list[Skip]
     head: CheckpointHead | None = None  # the network's final layer, read when the head classifier is asked for
+    paths: list[Path] | None = None  # each item's image file (None for a features file)
     embedded: int = 0
     reused: int = 0
     embed_seconds: float = 0.0
@@ -206,6 +207,7 @@ def from_images(
     return Table(
         features=np.stack([feats[i] for i in keep]).astype(np.float32),  # type: ignore[misc]
         keys=[items[i].key for i in keep],
+        paths=[items[i].path for i in keep],
         labels=[items[i].label for i in keep],
         splits=[items[i].split for i in keep],
         class_names=list(found.class_names),

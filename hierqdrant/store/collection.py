@@ -57,9 +57,12 @@ def check_payload_key(key: str) -> str:
     return key
 
 
-def collection_info(model: HierarchyModel, payload_key: str, state: State = "complete") -> dict[str, Any]:
-    """The small description stored with the collection (beside the model files)."""
-    return {
+def collection_info(
+    model: HierarchyModel, payload_key: str, state: State = "complete", fit_inputs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The small description stored with the collection (beside the model files); ``fit_inputs``: what an
+    ingest fitted the model on (:mod:`hierqdrant.pipelines.fingerprint`), recorded when given."""
+    info = {
         "state": state,
         "format": INFO_FORMAT,
         "model_id": model.model_id,
@@ -75,6 +78,9 @@ def collection_info(model: HierarchyModel, payload_key: str, state: State = "com
         "extractor": model.extractor,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if fit_inputs is not None:
+        info["fit_inputs"] = dict(fit_inputs)
+    return info
 
 
 def attached_info(
@@ -102,14 +108,16 @@ def searched_dims(engine: Engine, name: str, info: Mapping[str, Any] | None) -> 
     return engine.vector_size(name)
 
 
-def refuse_attached(name: str, info: Mapping[str, Any] | None, what: str) -> None:
-    """Refuse to write our own vectors into an attached collection (``what``: "ingest into it", …)."""
+def refuse_attached(name: str, info: Mapping[str, Any] | None, what: str, fix: str | None = None) -> None:
+    """Refuse to write our own vectors into an attached collection (``what``: "ingest into it", …);
+    ``fix``: the hint, when not the default (upsert with your own client, then ``attach --update``)."""
     if is_attached(info):
         assert info is not None
         raise InputError(
             f"collection {name!r} is an application's collection attached on its vector {info['vector']!r}: "
             f"hierqdrant does not {what}",
-            "upsert with your own client and hq_payload_for(...), then run hierqdrant attach --update; or "
+            fix
+            or "upsert with your own client and hq_payload_for(...), then run hierqdrant attach --update; or "
             "ingest into another collection",
         )
 
@@ -125,6 +133,7 @@ def create_collection(
     state: State | None = None,
     shards: int | None = None,
     replicas: int | None = None,
+    fit_inputs: Mapping[str, Any] | None = None,
 ) -> Engine:
     """Create ``name`` for ``model`` (vector size = PCA dims, cosine, indexes on the payload paths)
     and store the model with it. An existing collection must already hold this model (and keeps its
@@ -133,11 +142,12 @@ def create_collection(
 
     ``state`` is stored in the info dict: a new collection gets it (default ``"complete"``), an existing
     one is moved to it (default: left as it is). An existing collection without a model and without
-    points (a create that stopped before its model) gets the model now.
+    points (a create that stopped before its model) gets the model now. ``fit_inputs`` (what ingest fitted
+    the model on) is recorded with a model stored now, never over an existing one's.
     """
     engine = as_engine(client)
     key = check_payload_key(payload_key)
-    info = collection_info(model, key, state or "complete")
+    info = collection_info(model, key, state or "complete", fit_inputs)
     layout = check_layout(engine, shards, replicas)
     with writing(engine, name):
         if engine.exists(name):
@@ -219,10 +229,47 @@ def state_warnings(engine: Engine, name: str) -> list[str]:
 
 
 def not_a_hierqdrant_collection(name: str, points: int) -> InputError:
-    """The error for a collection that holds points but no hierqdrant model."""
+    """The error for a collection that holds points but no hierqdrant model: an application's own (or a
+    detached one), which hierqdrant neither ingests into nor deletes."""
     return InputError(
         f"collection {name!r} holds {points} points but no hierqdrant model",
-        "choose another collection name, or rebuild it (hierqdrant ingest … --recreate)",
+        f"make it hierarchical in place (hierqdrant attach {name} --vector NAME --label-key FIELD), "
+        "or ingest into another --collection",
+    )
+
+
+def check_recreate(engine: Engine, name: str) -> None:
+    """Refuse ``ingest --recreate`` unless whatever it would delete under ``name`` is a collection that
+    ``hierqdrant ingest`` (or ``create_collection``) made: nothing there, a damaged collection of the
+    embedded engine (its files without ``collection.json``: :meth:`EngineBase.check_replaceable`), or a
+    collection whose stored info dict is ours and not an attached one's (:func:`is_attached`). An attached
+    collection, one without a hierqdrant model (an application's own, a detached one, or an empty one)
+    and one whose info cannot be read are refused with one line (``InputError``) and left as they are."""
+    if isinstance(engine, EngineBase):
+        engine.check_replaceable(name)
+    if not engine.exists(name):
+        return
+    info = engine.read_info(name)  # an unreadable one raises: whose it is cannot be told
+    refuse_attached(
+        name,
+        info,
+        "delete and rebuild it (ingest --recreate deletes only collections that hierqdrant ingest created)",
+        f"fit its model again in place with hierqdrant attach {name} --refit, or ingest into another --collection",
+    )
+    if info is not None:
+        return
+    points = engine.count(name)
+    if points:
+        raise InputError(
+            f"collection {name!r} holds {points} points but no hierqdrant model: hierqdrant ingest did not "
+            "create it, and --recreate deletes only collections that it created",
+            f"make it hierarchical in place (hierqdrant attach {name} --vector NAME --label-key FIELD), "
+            "or ingest into another --collection",
+        )
+    raise InputError(
+        f"collection {name!r} has no hierqdrant model: --recreate deletes only collections that hierqdrant "
+        "ingest created",
+        "ingest into it without --recreate (an empty collection is given the model), or choose another --collection",
     )
 
 

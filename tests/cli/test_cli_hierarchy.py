@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from hierqdrant.core.hierarchy import Hierarchy
@@ -102,6 +103,7 @@ def _build_killed(args: list[str], boundary: str) -> None:
     assert done.returncode == FAULT_EXIT, done.stderr.decode()
 
 
+@pytest.mark.slow
 def test_a_build_killed_between_its_files_is_finished_by_the_same_command(tmp_path, five_classes) -> None:
     """Issue 12 (resume from every point): each model file is replaced atomically, the manifest last. A kill
     between the two leaves no half-written file; what is there is refused with a one-line hint, and the same

@@ -194,6 +194,7 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert "cannot reach Qdrant" in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path: Path, store: Path) -> None:
     src = make_folder(tmp_path / "imgs", classes=3, per_class=200, size=32)
     args = [sys.executable, "-m", "hierqdrant", *ingest_args(src, store)]
@@ -223,6 +224,7 @@ def test_resume_after_sigkill(tmp_path: Path, store: Path) -> None:
     assert info is not None and info["collections"][0]["points"] == 600
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path) -> None:
     code, out, text = invoke("demo", "--workdir", str(tmp_path / "digits"), "--data-dir", str(tmp_path / "s"), "--json")
     assert code == 0, text

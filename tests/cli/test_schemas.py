@@ -313,6 +313,7 @@ def test_json_train(world: World) -> None:
     check(out, "cli/train")
 
 
+@pytest.mark.slow
 def test_json_demo(tmp_path: Path) -> None:
     out = cli_json("demo", "--workdir", tmp_path / "digits", "--data-dir", tmp_path / "store", "--json")
     check(out, "cli/demo")

@@ -264,6 +264,7 @@ def test_cli_attach_and_detach_on_the_embedded_engine(tmp_path: Path) -> None:
     engine.close()
 
 
+@pytest.mark.slow
 def test_a_killed_attach_resumes_and_annotates_only_what_is_missing(children: ForkServer, tmp_path: Path) -> None:
     store = _app_store(tmp_path, n=120)
     argv = ["attach", "shop", "--vector", "image", "--label-key", "category", "-t", "0.2", "--batch-size", "25",

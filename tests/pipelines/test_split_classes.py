@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from hierqdrant.core.features import FeatureSet
@@ -89,6 +90,7 @@ def test_eval_reports_which_classes_break_the_gaussian_assumption(tmp_path: Path
     assert per_class["two"]["axis_ks"] > 0.15 > per_class["one"]["axis_ks"]  # two clusters vs one Gaussian
 
 
+@pytest.mark.slow
 def test_eval_on_a_sub_class_collection_ranks_and_scores_by_class(tmp_path: Path) -> None:
     features, _ = _features(tmp_path / "f.npz")
     queries, _ = _features(tmp_path / "q.npz", seed=1)  # new images: held out

@@ -22,6 +22,8 @@ from PIL import Image
 from hierqdrant.reports.query_report import write_query_report
 from tests.reports.helpers import EVIL, make_cases
 
+pytestmark = pytest.mark.slow  # starts headless Chromium
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 

@@ -112,6 +112,7 @@ def test_eval_html_of_a_collection_maps_points_to_their_images(store: Store, tmp
     assert "thumbnails need" not in err
 
 
+@pytest.mark.slow
 def test_demo_writes_its_report(tmp_path: Path) -> None:
     html = tmp_path / "demo.html"
     out, _ = invoke("demo", "--workdir", tmp_path / "digits", "--data-dir", tmp_path / "s", "--html", html, "--json")

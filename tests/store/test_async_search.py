@@ -73,6 +73,7 @@ async def _open(path: str, **options: Any) -> AsyncHierarchicalSearcher:
     return await AsyncHierarchicalSearcher.open(AsyncQdrantClient(path=path), "pts", **options)
 
 
+@pytest.mark.slow
 def test_every_strategy_and_option_equals_the_sync_searcher(stored, data) -> None:  # noqa: F811
     async def go() -> list[list[list[hierqdrant.SearchHit]]]:
         out = []
@@ -184,25 +185,3 @@ def test_opening_refuses_what_the_sync_searcher_refuses(stored, data, tmp_path: 
 
 def test_async_searcher_is_a_public_name() -> None:
     assert hierqdrant.AsyncHierarchicalSearcher is AsyncHierarchicalSearcher
-
-
-def test_the_fastapi_example_serves_the_searcher(stored, data) -> None:  # noqa: F811
-    # The example imports without FastAPI (hierqdrant does not depend on it); with it, it answers over HTTP.
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("fastapi_app", root / "examples" / "fastapi_app.py")
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    assert callable(example.make_app) and not hasattr(example, "app")  # HQ_COLLECTION unset: no app at import
-    pytest.importorskip("fastapi")
-    testclient = pytest.importorskip("fastapi.testclient")
-    app = example.make_app(AsyncQdrantClient(path=stored["path"]), "pts", exact=True)
-    with testclient.TestClient(app) as http:
-        got = http.post("/search", json={"vector": data["queries"][0].tolist(), "k": 5}).json()
-        bad = http.post("/search", json={"vector": [1.0, 2.0], "k": 5})
-    assert_same_ranking(
-        [hierqdrant.SearchHit(**h) for h in got], *brute_force(data, data["queries"][0], 5, data["model"].alpha)
-    )
-    assert bad.status_code == 422 and "dims" in bad.json()["detail"]

@@ -412,9 +412,9 @@ def test_corrupt_edge_model_file_is_detected(tmp_path: Path) -> None:
     edge.close()
 
 
+@pytest.mark.parametrize("engine_any", ["local", "server"], indirect=True)  # the qdrant-client engine's model store
 def test_corrupt_sidecar_is_detected(engine_any: Any, engine_name: str) -> None:
-    if not isinstance(engine_any, QdrantEngine):
-        pytest.skip("the sidecar is the qdrant-client engine's model store")
+    assert isinstance(engine_any, QdrantEngine)
     engine_any.model_chunk_bytes = 1000
     engine_any.create(engine_name, DIM)
     files, info = _model_files()

@@ -63,6 +63,7 @@ def test_the_split_grows_the_head_and_the_checkpoint_carries_the_map(tmp_path: P
     assert summary["subclasses"] == 3 and summary["epochs"][0]["subclasses"] == 3
 
 
+@pytest.mark.slow
 def test_a_killed_gaussian_run_resumes_with_its_sub_classes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -92,6 +93,7 @@ def test_a_killed_gaussian_run_resumes_with_its_sub_classes(tmp_path: Path) -> N
     assert [e["subclasses"] for e in summary["epochs"]] == [3, 3, 3] and len(summary["splits"]) == 1
 
 
+@pytest.mark.slow
 def test_ingest_makes_the_checkpoint_sub_classes_leaves(tmp_path: Path) -> None:
     from hierqdrant.pipelines.ingest import IngestOptions, ingest
     from hierqdrant.store.engines import connect

@@ -13,6 +13,7 @@ from PIL import Image, ImageFile
 
 from hierqdrant.vision import images
 from hierqdrant.vision.images import IMAGE_EXTENSIONS, MIN_SIDE, ImageDecodeError, is_image_file, load_rgb
+from tests.unprivileged import run_unprivileged, shared_tmp
 
 
 def _save(img: Image.Image, path: Path, **kw: Any) -> Path:
@@ -182,17 +183,21 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_rgb(tmp_path / "dir.jpg")
 
 
-def test_unreadable_file_chmod(tmp_path: Path) -> None:
-    p = _save(Image.new("RGB", (4, 4)), tmp_path / "locked.png")
-    p.chmod(0)
-    try:
-        if os.access(p, os.R_OK):
-            pytest.skip("running as root: chmod 000 does not make the file unreadable")
-        with pytest.raises(ImageDecodeError) as err:
-            load_rgb(p)
-        assert "permission" in err.value.reason
-    finally:
-        p.chmod(0o644)
+def test_unreadable_file_chmod() -> None:
+    # as root too: the read runs as the user nobody there (tests/unprivileged.py)
+    with shared_tmp() as folder:
+        p = _save(Image.new("RGB", (4, 4)), folder / "locked.png")
+        p.chmod(0)
+
+        def read() -> str | None:
+            try:
+                load_rgb(p)
+            except ImageDecodeError as e:
+                return e.reason
+            return None
+
+        reason = run_unprivileged(read)
+    assert reason is not None and "permission" in reason
 
 
 def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from hierqdrant.core.errors import InputError
 from hierqdrant.vision import sources
 from hierqdrant.vision.sources import ImageSource, discover
+from tests.unprivileged import run_unprivileged, shared_tmp
 
 
 def _img(path: Path, color: tuple[int, int, int] = (10, 20, 30)) -> Path:
@@ -84,19 +85,21 @@ def test_symlinked_class_folder_is_followed(tmp_path: Path) -> None:
     assert [(it.key, it.label) for it in src.items] == [("linked/p.png", 0)]
 
 
-def test_unreadable_class_folder(tmp_path: Path) -> None:
-    _img(tmp_path / "a" / "1.png")
-    locked = tmp_path / "b"
-    _img(locked / "1.png")
-    locked.chmod(0)
-    try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as root: chmod 000 does not make the folder unreadable")
-        src = discover(tmp_path)
-        assert src.class_names == ["a"]
-        assert any("permission" in p.reason for p in src.problems)
-    finally:
-        locked.chmod(0o755)
+def test_unreadable_class_folder() -> None:
+    # as root too: the scan runs as the user nobody there (tests/unprivileged.py)
+    with shared_tmp() as folder:
+        _img(folder / "a" / "1.png")
+        locked = folder / "b"
+        _img(locked / "1.png")
+        locked.chmod(0)
+
+        def scan() -> tuple[list[str], list[str]]:
+            src = discover(folder)
+            return src.class_names, [p.reason for p in src.problems]
+
+        class_names, reasons = run_unprivileged(scan)
+    assert class_names == ["a"]
+    assert any("permission" in r for r in reasons)
 
 
 def test_unreadable_folder_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -141,6 +141,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_a_train_killed_after_an_epoch_resumes_with_the_same_command(tmp_path: Path) -> None:
     """Killed after epoch 1 of 3, the same command continues at epoch 2, says so, and ends where an
     uninterrupted run ends (each epoch's shuffle and augmentation follow from the seed and the epoch)."""
@@ -171,6 +172,7 @@ def test_a_train_killed_after_an_epoch_resumes_with_the_same_command(tmp_path: P
     assert summary["resumed_after"] == 3 and [e["epoch"] for e in summary["epochs"]] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired(tmp_path: Path) -> None:
     """``<out>.last`` is written first; killed before ``<out>``, the rerun writes ``<out>`` from it."""
     src = make_folder(tmp_path / "imgs", classes=3, per_class=6, size=16)

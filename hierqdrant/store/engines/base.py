@@ -232,6 +232,10 @@ class EngineBase:
     def check_intact(self, name: str) -> None:
         """Raise ``InputError`` when storage under ``name`` is damaged or not a collection (engines override)."""
 
+    def check_replaceable(self, name: str) -> None:
+        """Raise ``InputError`` when what is stored under ``name`` is neither a collection nor a damaged one,
+        so that :meth:`delete` would remove files that are not this engine's (engines override)."""
+
     def damaged(self) -> dict[str, str]:
         """``{name: problem}`` of damaged collections that :meth:`collections` cannot list (engines override)."""
         return {}
@@ -391,7 +395,8 @@ def corrupt_model(name: str, fname: str, why: str) -> InputError:
     """The error for a stored model file that is missing, truncated or altered."""
     return InputError(
         f"stored model of collection {name!r} is corrupt: {fname!r} ({why})",
-        f"rebuild the collection (hierqdrant ingest <images> -c {name} --recreate) or restore a backup",
+        f"restore a backup, or rebuild the collection (hierqdrant ingest <images> -c {name} --recreate; one "
+        f"attached to an application's collection: hierqdrant attach {name} --refit)",
     )
 
 

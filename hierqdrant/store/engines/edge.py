@@ -56,8 +56,8 @@ from hierqdrant.store.engines.edge_files import (
     MODEL_DIR_RE,
     collection_lock,
     holds_collection_files,
-    is_temporary_file,
     meta_bytes,
+    remove_leftovers,
     retry_while_busy,
     stale_paths,
     store_model_files,
@@ -191,31 +191,31 @@ class EdgeEngine(EngineBase):
             yield
 
     def _remove_stale(self, name: str) -> None:
-        """Temporary folders and files of ``name`` and model folders it no longer uses (lock held)."""
-        for p in stale_paths(self.data_dir, name):
-            shutil.rmtree(p, ignore_errors=True)
-        d = self._dir(name)
-        if not (d / "collection.json").is_file():
-            return
+        """What a writer of ``name`` that died left behind, and only that (lock held): see
+        :func:`~hierqdrant.store.engines.edge_files.remove_leftovers`."""
+        remove_leftovers(self.data_dir, name, self._dir(name), lambda: self._model_in_use(name))
+
+    def _model_in_use(self, name: str) -> str | None:
+        """The model folder ``collection.json`` names once that model is read and verified, else ``None``."""
         try:
-            current = (self._meta(name).get("model") or {}).get("dir", "model")
-        except InputError:
-            current = None  # unreadable: remove nothing but temporary files
-        for p in d.iterdir():
-            if p.is_dir() and MODEL_DIR_RE.match(p.name):
-                if current is not None and p.name != current:
-                    shutil.rmtree(p, ignore_errors=True)
-                    continue
-                for f in p.iterdir():
-                    if is_temporary_file(f):
-                        f.unlink(missing_ok=True)
-            elif is_temporary_file(p):
-                p.unlink(missing_ok=True)
+            if self.read_model(name) is None:
+                return None
+            return str((self._meta(name).get("model") or {}).get("dir", "model"))
+        except (InputError, NotFoundError):
+            return None
 
     def check_intact(self, name: str) -> None:
         """Raise ``InputError`` when ``<name>/`` exists without ``collection.json`` (damaged or foreign)."""
         problem = self._damage(name)
         if problem is not None:
+            raise problem
+
+    def check_replaceable(self, name: str) -> None:
+        """Raise ``InputError`` when ``<name>`` is there but is neither a collection nor a damaged one (a
+        folder holding a shard or a model folder): another folder or file, e.g. the feature cache."""
+        d = self._dir(name)
+        problem = self._damage(name)
+        if problem is not None and not (d.is_dir() and holds_collection_files(d)):
             raise problem
 
     def damaged(self) -> dict[str, str]:
@@ -531,6 +531,8 @@ class EdgeEngine(EngineBase):
         meta = self._meta(name)
         model = meta.get("model")
         if not model:
+            if meta.get("info") is not None:  # written together: an info dict without files is damage
+                raise corrupt_model(name, "collection.json", "its info names a model but no model files")
             return None
         try:
             folder = str(model.get("dir", "model"))

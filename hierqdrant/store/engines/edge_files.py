@@ -2,7 +2,8 @@
 
 Under the data directory, for a collection ``<name>``:
 
-    .<name>.lock                 the writer lock (``fcntl.flock``; holds the writer's pid); kept, never removed
+    .<name>.lock                 the writer lock (``fcntl.flock``; holds the writer's pid); kept, never removed;
+                                 opened without following a link, and refused unless a plain file
     .<name>.tmp-<32 hex>/        a collection being created, renamed to ``<name>/`` when it is complete
     .<name>.del-<32 hex>/        a collection being deleted (renamed away first, then removed)
     <name>/model-<gen>/          a model's files (:func:`store_model_files`)
@@ -15,10 +16,13 @@ removes it (:func:`stale_paths`). Names longer than 200 characters are shortened
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
+import stat
 import threading
 import time
 import uuid
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hierqdrant.core.errors import EngineError
+from hierqdrant.core.errors import EngineError, InputError
 from hierqdrant.core.fileio import atomic_write, fsync_dir
 from hierqdrant.store.engines.base import sha256_hex, utc_now
 
@@ -44,6 +48,8 @@ __all__ = [
     "holds_collection_files",
     "is_temporary_file",
     "meta_bytes",
+    "not_a_lock_file",
+    "remove_leftovers",
     "retry_while_busy",
     "stale_paths",
     "store_model_files",
@@ -90,6 +96,34 @@ def stale_paths(data_dir: Path, name: str) -> list[Path]:
         return []
 
 
+def remove_leftovers(data_dir: Path, name: str, folder: Path, in_use: Callable[[], str | None]) -> None:
+    """Remove what a writer of collection ``name`` that died left behind, and only what provably is that
+    (the caller holds the lock): its temporary folders beside ``folder`` and temporary files in it and in
+    its model folders (names only a lock holder makes), and model folders that ``collection.json`` does not
+    use. ``in_use()`` names the folder ``collection.json`` uses once the model there is read and verified
+    (``None`` when it is unreadable, names no model, or names one that does not verify: a damaged or edited
+    ``collection.json`` may name the wrong folder, so every model folder stays for a restore); it is asked
+    only when there are two model folders or more."""
+    for p in stale_paths(data_dir, name):
+        shutil.rmtree(p, ignore_errors=True)
+    if not (folder / "collection.json").is_file():
+        return
+    models = []
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink() and MODEL_DIR_RE.match(p.name):
+            models.append(p)
+            for f in p.iterdir():
+                if is_temporary_file(f):
+                    f.unlink(missing_ok=True)
+        elif is_temporary_file(p):
+            p.unlink(missing_ok=True)
+    current = in_use() if len(models) > 1 else None
+    if current is not None:
+        for p in models:
+            if p.name != current:
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def is_temporary_file(path: Path) -> bool:
     """Whether ``path`` is a temporary file of an atomic write (``.<target>.tmp-<32 hex>``)."""
     return bool(_TMP_FILE_RE.match(path.name))
@@ -110,6 +144,52 @@ def _read_pid(fd: int) -> int | None:
             return int(text)
         time.sleep(0.005)
     return None
+
+
+_LOCK_FLAGS = (
+    os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+)
+"""How a lock file is opened: never through a symbolic link (``O_NOFOLLOW``), never blocking on a FIFO."""
+
+
+def not_a_lock_file(path: str, name: str, what: str) -> InputError:
+    """The error for a lock path that is not a plain file of its own (nothing is written to it)."""
+    how = "move it away (or remove it)" if what == "a directory" else f"remove it (rm {path})"
+    return InputError(
+        f"{path}, the writer lock of collection {name!r}, is {what}, not a plain file of its own; nothing was written",
+        f"{how}: the next writer creates a new lock file there",
+    )
+
+
+def _open_lock(path: str, name: str) -> int:
+    """Open (or create) the lock file at ``path``: a plain file with no other hard link. A symbolic link
+    (also a dangling one, or one to ``/dev/null``), a directory, a FIFO, a device or a hard link to some
+    other file is refused with :func:`not_a_lock_file` before anything is written to it: the lock file
+    is truncated to the writer's pid, which must not land in another file."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, 0o644)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW on a link (EMLINK on FreeBSD)
+            raise not_a_lock_file(path, name, "a symbolic link") from None
+        if e.errno == errno.EISDIR:
+            raise not_a_lock_file(path, name, "a directory") from None
+        if e.errno == errno.ENXIO:  # a socket, or a device without a driver
+            raise not_a_lock_file(path, name, "a socket or device") from None
+        raise EngineError(
+            f"cannot open {path}, the writer lock of collection {name!r}: {e.strerror or e}",
+            "check the data dir's permissions (--data-dir / HIERQDRANT_DATA)",
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device"
+            raise not_a_lock_file(path, name, kind)
+        if st.st_nlink > 1:
+            raise not_a_lock_file(path, name, f"a file with {st.st_nlink} hard links")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextmanager
@@ -135,7 +215,7 @@ def collection_lock(
             held.depth += 1
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock(key, name)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 got = True
