@@ -17,6 +17,8 @@ from .common import (
     open_engine,
     parse_pca,
     print_json,
+    shown,
+    timeout_option,
     url_option,
 )
 
@@ -63,13 +65,19 @@ def attach_command(
     refit: bool = typer.Option(False, "--refit", help="Fit the model again and re-annotate every point."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be written; write nothing."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Points per scroll and set_payload request."),
-    payload_key: str = typer.Option("hq", "--payload-key", help="Payload namespace of the plugin's fields."),
+    payload_key: str | None = typer.Option(
+        None,
+        "--payload-key",
+        help="Payload namespace of the plugin's fields (default: the attached one, else hq).",
+        show_default=False,
+    ),
     wait: bool = typer.Option(
         False, "--wait", help="If another process is writing the collection, wait for it instead of failing."
     ),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
@@ -82,9 +90,9 @@ def attach_command(
     """
     from hierqdrant.pipelines.attach import AttachOptions, attach
 
-    engine = open_engine(url, api_key, data_dir)
+    engine = open_engine(url, api_key, data_dir, create=False, timeout=timeout)
     show = not (quiet or as_json)
-    log = (lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False)) if show else None
+    log = (lambda msg: err_console.print(f"[dim]{shown(msg)}[/]", highlight=False)) if show else None
     options = AttachOptions(
         vector=vector,
         label_key=label_key,
@@ -114,16 +122,17 @@ def attach_command(
         return
     if result.fitted:
         console.print(result.model.hierarchy.rich_tree())
-    title = f"attach → {collection}" + (" (dry run: nothing written)" if dry_run else "")
+    title = f"attach → {shown(collection)}" + (" (dry run: nothing written)" if dry_run else "")
     table = Table(title=title, show_header=False)
     for key in ("mode", "vector", "label_key", "model_id", "points", "labelled", "annotated", "current",
                 "predicted_without_label", "without_vector", "classes", "height", "state", "seconds", "engine",
                 "location"):  # fmt: skip
-        table.add_row(key, str(summary[key]))
+        table.add_row(key, shown(summary[key]))
     console.print(table)
     for label, n in summary["unseen_labels"].items():
         err_console.print(
-            f"[yellow]unseen label[/] {label!r} on {n} points: not a class of the model (hierqdrant attach --refit)",
+            f"[yellow]unseen label[/] {shown(repr(label))} on {n} points: not a class of the model "
+            "(hierqdrant attach --refit)",
             highlight=False,
         )
 
@@ -138,6 +147,7 @@ def detach_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Remove what attach added: every point's hq payload, its payload indexes and the stored model.
@@ -146,7 +156,7 @@ def detach_command(
     """
     from hierqdrant.pipelines.attach import detach
 
-    engine = open_engine(url, api_key, data_dir)
+    engine = open_engine(url, api_key, data_dir, create=False, timeout=timeout)
     try:
         result = detach(engine, collection, dry_run=dry_run, wait=wait)
     finally:
@@ -157,7 +167,7 @@ def detach_command(
         return
     verb = "would remove" if dry_run else "removed"
     console.print(
-        f"{collection}: {verb} the {result.payload_key!r} payload of {result.points} points, "
+        f"{shown(collection)}: {verb} the {shown(repr(result.payload_key))} payload of {result.points} points, "
         f"{len(result.indexes)} payload indexes and model {result.model_id}",
         highlight=False,
     )

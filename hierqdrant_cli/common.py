@@ -32,13 +32,30 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except HierqdrantError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {shown(exc)}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except OSError as exc:  # a full or read-only disk under any write: one line, not a traceback
+            from hierqdrant.core.fileio import disk_error
+
+            error = disk_error(exc)
+            if error is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {shown(error)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             err_console.print("interrupted — run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def shown(value: object) -> str:
+    """A value from data (a file, class or collection name, a path, a message naming them) ready for rich
+    markup: ``[`` escaped, so ``[red]x`` prints as typed and ``x[/y]`` cannot break the line, and the raw
+    bytes of a non-UTF-8 name as ``\\xNN``. Everything a command prints from data goes through it."""
+    from hierqdrant.core.names import printable
+
+    return escape(printable(value))
 
 
 def print_json(data: Any) -> None:
@@ -77,15 +94,21 @@ def parse_pca(value: str) -> int | float | None:
     text = value.strip().lower()
     if text in {"all", "none"}:
         return None
+    wrong = InputError(
+        f"--pca {value!r} is neither a variance share in (0, 1] nor a whole number of components (1 or more)",
+        "e.g. --pca 0.95, --pca 64 or --pca all",
+    )
     try:
         if text.isdigit():
-            return int(text)
+            count = int(text)
+            if count < 1:
+                raise wrong
+            return count
         share = float(text)
     except ValueError:
-        raise InputError(
-            f"--pca {value!r} is neither a variance share nor a number of components",
-            "e.g. --pca 0.95 or --pca 64",
-        ) from None
+        raise wrong from None
+    if not 0.0 < share <= 1.0:  # 1.5 is no share (and no count); 1.0 keeps all the variance
+        raise wrong
     return share
 
 
@@ -121,6 +144,17 @@ def api_key_option() -> Any:
     )
 
 
+def timeout_option() -> Any:
+    return typer.Option(
+        60.0,
+        "--timeout",
+        envvar="HIERQDRANT_TIMEOUT",
+        min=0.1,
+        help="With --url: the most seconds one request to the server may take, all of it (a server that "
+        "answers slowly, or a byte at a time, is given up on after that).",
+    )
+
+
 def data_dir_option() -> Any:
     return typer.Option(
         Path(".hierqdrant"),
@@ -130,8 +164,12 @@ def data_dir_option() -> Any:
     )
 
 
-def open_engine(url: str | None, api_key: str | None, data_dir: Path) -> Any:
-    """:func:`~hierqdrant.store.engines.connect`; its warning about an API key over http becomes one line."""
+def open_engine(
+    url: str | None, api_key: str | None, data_dir: Path, *, create: bool = True, timeout: float | None = None
+) -> Any:
+    """:func:`~hierqdrant.store.engines.connect`; its warning about an API key over http becomes one line.
+    ``create=False`` (commands that only read): a ``local:DIR`` that does not exist is an error, not made;
+    ``timeout``: the most seconds one request to a server may take (default 60)."""
     import warnings
 
     from hierqdrant.store.engines import connect
@@ -141,7 +179,8 @@ def open_engine(url: str | None, api_key: str | None, data_dir: Path) -> Any:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InsecureApiKeyWarning)
-            return connect(url=url, api_key=api_key, data_dir=data_dir)
+            options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            return connect(url=url, api_key=api_key, data_dir=data_dir, create=create, **options)
     finally:  # also when the server does not answer: the key was sent all the same
         for w in caught:
             if issubclass(w.category, InsecureApiKeyWarning):

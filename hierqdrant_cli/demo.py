@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import typer
 from rich.columns import Columns
-from rich.markup import escape
 from rich.table import Table
 
-from .common import console, data_dir_option, err_console, handle_errors, print_json
+from .common import console, data_dir_option, err_console, handle_errors, print_json, shown
 from .report_files import check_report_paths
 
 
@@ -111,8 +110,8 @@ def demo_command(
     rng = np.random.default_rng(0)
     picks = [int(q) for q in rng.choice(len(test), size=min(queries, len(test)), replace=False)]
     if report is not None:
-        shown = _differing(ranked, [p["hq"]["label"] for p, _ in test], k, max(queries, 4)) or picks
-        _write_report(report, searcher.model, root, [test[q][0] for q in shown], ranked, shown, k, summary)
+        reported = _differing(ranked, [p["hq"]["label"] for p, _ in test], k, max(queries, 4)) or picks
+        _write_report(report, searcher.model, root, [test[q][0] for q in reported], ranked, reported, k, summary)
         summary["report"] = str(report)
     if as_json:
         print_json(summary)
@@ -144,7 +143,7 @@ def demo_command(
         f"hierqdrant query {root / 'test' / 'seven'} -c {collection} -k 5 --explain[/]"
     )
     if report is not None:
-        console.print(f"report: {escape(str(report))}", highlight=False, soft_wrap=True)
+        console.print(f"report: {shown(str(report))}", highlight=False, soft_wrap=True)
 
 
 def _differing(ranked: dict[str, list[list[Any]]], truth: list[str], k: int, n: int) -> list[int]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from hierqdrant.core.errors import InputError
 
 from .choices import DeviceName
-from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, console, err_console, handle_errors, print_json
+from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, console, err_console, handle_errors, print_json, shown
 from .eval_shared import log_line, print_warnings, progress_bar
 
 
@@ -98,6 +97,6 @@ def embed_command(
     else:
         console.print(f"wrote {len(items)} × {summary['dims']} features to {out} ({summary['images_per_s']} images/s)")
         for s in skipped:
-            err_console.print(f"[yellow]skipped[/] {escape(s.path)}: {escape(s.reason)}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {shown(s.path)}: {shown(s.reason)}", highlight=False)
         print_warnings(warnings)
     raise typer.Exit(EXIT_PARTIAL if skipped else EXIT_OK)

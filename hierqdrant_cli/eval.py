@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -30,6 +30,7 @@ from .common import (
     open_engine,
     parse_pca,
     print_json,
+    timeout_option,
     url_option,
 )
 from .eval_shared import (
@@ -176,6 +177,7 @@ def eval_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     plot: Path | None = typer.Option(None, "--plot", help="Save map@k against k per method (.png/.pdf/.svg)."),
     html: Path | None = typer.Option(
         None,
@@ -258,9 +260,13 @@ def eval_command(
         folds=folds,
         query_classifier=query_classifier.value if query_classifier is not None else None,
     )
-    report = run_eval(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(show))
+
+    def store() -> Any:
+        return open_engine(url, api_key, data_dir, create=False, timeout=timeout)
+
+    report = run_eval(plan, connect=store, hooks=hooks(show))
     if html is not None:
-        write_eval_report(html, report, db, queries, image_root, lambda: open_engine(url, api_key, data_dir))
+        write_eval_report(html, report, db, queries, image_root, store)
         report.extra["html"] = str(html)
     if as_json:
         if not quiet:

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from hierqdrant.core.errors import InputError
 
-from .common import console, err_console, parse_pca
+from .common import console, err_console, parse_pca, shown
 
 if TYPE_CHECKING:
     from hierqdrant.evaluation.hooks import Hooks
@@ -117,7 +116,7 @@ def print_warnings(warnings: Sequence[str], *, to_stderr: bool = False) -> None:
     """Each warning on one line in yellow, under the table (``to_stderr``: on stderr, beside --json)."""
     out = err_console if to_stderr else console
     for w in warnings:
-        out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]warning:[/] {shown(w)}", highlight=False, soft_wrap=True)
 
 
 def print_leaf_sources(record: dict[str, Any] | None) -> None:
@@ -129,8 +128,8 @@ def print_leaf_sources(record: dict[str, Any] | None) -> None:
         return "not measured" if v is None else f"{v:.3f}"
 
     console.print(
-        f"leaves: {escape(record['query_classifier'])} query classifier (leaf accuracy "
-        f"{share(record['query_accuracy'])} on the queries), database leaves from {escape(record['leaf_from'])} "
+        f"leaves: {shown(record['query_classifier'])} query classifier (leaf accuracy "
+        f"{share(record['query_accuracy'])} on the queries), database leaves from {shown(record['leaf_from'])} "
         f"({share(record['database_accuracy'])})",
         highlight=False,
         soft_wrap=True,
@@ -145,7 +144,7 @@ def print_gaussianity(record: dict[str, Any] | None, limit: int = 5) -> None:
     rows = [(name, s["axis_ks"]) for name, s in record["classes"].items() if s.get("axis_ks") is not None]
     rows.sort(key=lambda r: -r[1])
     worst = ", ".join(
-        (f"[yellow]{escape(n)} {v:.2f}[/]" if v >= 0.1 else f"{escape(n)} {v:.2f}") for n, v in rows[:limit]
+        (f"[yellow]{shown(n)} {v:.2f}[/]" if v >= 0.1 else f"{shown(n)} {v:.2f}") for n, v in rows[:limit]
     )
     console.print(
         f"gaussianity: median KS {record['median_ks']:.3f} (radii vs χ²), {record['median_axis_ks']:.3f} "
@@ -158,7 +157,7 @@ def print_gaussianity(record: dict[str, Any] | None, limit: int = 5) -> None:
 def print_notes(notes: Sequence[str]) -> None:
     """Footnotes under the table, dim."""
     for n in notes:
-        console.print(f"[dim]note: {escape(n)}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[dim]note: {shown(n)}[/]", highlight=False, soft_wrap=True)
 
 
 def metrics_table(result: EvalResult, title: str) -> Table:
@@ -167,7 +166,7 @@ def metrics_table(result: EvalResult, title: str) -> Table:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=shown(title), title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("method", no_wrap=True)
     for key in columns:
         table.add_column(key, justify="right", no_wrap=True)
@@ -275,7 +274,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
         yield count
         err_console.print(
-            f"{escape(label)}: {done[0]}/{total} in {time.perf_counter() - started:.1f} s",
+            f"{shown(label)}: {done[0]}/{total} in {time.perf_counter() - started:.1f} s",
             highlight=False,
             soft_wrap=True,
         )
@@ -283,7 +282,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn(escape(label)),
+        TextColumn(shown(label)),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -299,7 +298,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def log_line(message: str) -> None:
-    err_console.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    err_console.print(f"[dim]{shown(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def hooks(show: bool) -> Hooks:
@@ -311,4 +310,4 @@ def hooks(show: bool) -> Hooks:
 
 
 def warn_skipped(path: str, reason: str) -> None:
-    err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+    err_console.print(f"[yellow]skipped[/] {shown(path)}: {shown(reason)}", highlight=False)

@@ -19,6 +19,8 @@ from .common import (
     open_engine,
     print_json,
     resolve_collection,
+    shown,
+    timeout_option,
     url_option,
 )
 from .fit_options import fit_settings, leaf_from_option, paper_option, pca_option, query_classifier_option
@@ -146,7 +148,14 @@ def build_command(
     print_warnings(warnings)
 
 
-def _load(model_dir: Path | None, collection: str | None, url: str | None, api_key: str | None, data_dir: Path) -> Any:
+def _load(
+    model_dir: Path | None,
+    collection: str | None,
+    url: str | None,
+    api_key: str | None,
+    data_dir: Path,
+    timeout: float | None = None,
+) -> Any:
     """A model from a directory, or the one stored with a collection."""
     from hierqdrant.core.model import HierarchyModel
 
@@ -154,7 +163,7 @@ def _load(model_dir: Path | None, collection: str | None, url: str | None, api_k
         return HierarchyModel.load(model_dir)
     from hierqdrant.store.collection import read_collection_model
 
-    engine = open_engine(url, api_key, data_dir)
+    engine = open_engine(url, api_key, data_dir, create=False, timeout=timeout)
     try:
         return read_collection_model(engine, resolve_collection(engine, collection))[0]
     finally:
@@ -171,10 +180,11 @@ def show_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the tree."),
 ) -> None:
     """Print a model's class tree with class names, node heights and sizes."""
-    model = _load(model_dir, collection, url, api_key, data_dir)
+    model = _load(model_dir, collection, url, api_key, data_dir, timeout)
     if as_json:
         extra = {"subclass_of": model.subclasses.subclass_of.tolist()} if model.subclasses is not None else {}
         print_json({**model.summary(), "hierarchy": model.hierarchy.to_dict(), **extra})
@@ -191,13 +201,14 @@ def export_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     fmt: ExportFormat = typer.Option(ExportFormat.newick, "--format", help="newick, json, parent-child or png."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write to this file instead of stdout (required for png)."
     ),
 ) -> None:
     """Export a model's class tree (Newick, JSON, parent-child text, or a PNG drawing)."""
-    tree = _load(model_dir, collection, url, api_key, data_dir).hierarchy
+    tree = _load(model_dir, collection, url, api_key, data_dir, timeout).hierarchy
     if fmt is ExportFormat.png:
         if out is None:
             raise InputError("--format png needs --out FILE.png")
@@ -224,5 +235,5 @@ def _print_summary(summary: dict[str, object]) -> None:
 
     table = Table(show_header=False, box=None)
     for key, value in summary.items():
-        table.add_row(f"[dim]{key}[/]", str(value))
+        table.add_row(f"[dim]{shown(key)}[/]", shown(value))
     console.print(table)

@@ -23,6 +23,8 @@ from .common import (
     handle_errors,
     open_engine,
     print_json,
+    shown,
+    timeout_option,
     url_option,
 )
 from .fit_options import fit_settings, leaf_from_option, paper_option, pca_option, query_classifier_option
@@ -123,6 +125,7 @@ def ingest_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no phase lines on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
@@ -145,7 +148,7 @@ def ingest_command(
 
     from .eval_shared import hooks, print_warnings
 
-    engine = open_engine(url, api_key, data_dir)
+    engine = open_engine(url, api_key, data_dir, timeout=timeout)
     show = not quiet
     options = fit_settings(
         IngestOptions,
@@ -191,7 +194,7 @@ def ingest_command(
     else:
         if result.fitted:
             console.print(result.model.hierarchy.rich_tree())
-        table = Table(title=f"ingest → {collection}", show_header=False)
+        table = Table(title=f"ingest → {shown(collection)}", show_header=False)
         for key in (
             "ingested",
             "embedded",
@@ -209,12 +212,12 @@ def ingest_command(
             "engine",
             "location",
         ):
-            table.add_row(key, str(summary[key]))
+            table.add_row(key, shown(summary[key]))  # a location like /data/[red]x/ prints as it is
         table.add_row("skipped", str(len(result.skipped)))
         console.print(table)
         print_warnings(result.warnings)
         for skip in result.skipped[:50]:
-            err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {shown(skip.path)}: {shown(skip.reason)}", highlight=False)
         if len(result.skipped) > 50:
             err_console.print(f"… and {len(result.skipped) - 50} more (see --json)")
     raise typer.Exit(EXIT_PARTIAL if result.skipped else EXIT_OK)

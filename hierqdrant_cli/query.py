@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hierqdrant.core.errors import InputError
 
-from .choices import StrategyName
+from .choices import DeviceName, StrategyName
 from .common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -24,6 +23,8 @@ from .common import (
     open_engine,
     print_json,
     resolve_collection,
+    shown,
+    timeout_option,
     url_option,
 )
 from .report_files import check_report_paths, write_reports
@@ -50,6 +51,8 @@ def parse_filters(pairs: list[str]) -> Any:
                 value = int(raw)
             except ValueError:
                 value = raw
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:  # Qdrant's integers are 64-bit
+                raise InputError(f"--filter {pair!r}: {raw} is beyond a 64-bit integer", "payload integers are 64-bit")
         conditions.append(models.FieldCondition(key=key.strip(), match=models.MatchValue(value=value)))
     return models.Filter(must=conditions)
 
@@ -61,22 +64,31 @@ def _query_vectors(
     import numpy as np
 
     from hierqdrant.core.features import FeatureSet
+    from hierqdrant.vision.images import IMAGE_EXTENSIONS, regular_file_reason
 
     names: list[str] = []
     rows: list[Any] = []
     skipped: list[tuple[str, str]] = []
     images: list[Path] = []
+
+    def add_image(path: Path) -> None:
+        # A FIFO or device named *.png is reported and never opened (opening a FIFO waits for a writer).
+        reason = regular_file_reason(path)
+        if reason is None:
+            images.append(path)
+        else:
+            skipped.append((str(path), reason))
+
     for item in inputs:
         if item.suffix.lower() == ".npz" and item.is_file():
             fs = FeatureSet.load(item, fix=f"pass {QUERY_INPUTS}")
             names.extend(fs.paths or [f"{item.name}#{i}" for i in range(len(fs))])
             rows.extend(fs.features)
         elif item.is_dir():
-            from hierqdrant.vision import IMAGE_EXTENSIONS
-
-            images.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
+            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+                add_image(path)
         elif item.exists():
-            images.append(item)
+            add_image(item)
         else:
             raise InputError(f"{item} does not exist", f"pass {QUERY_INPUTS}")
     if images:
@@ -121,7 +133,7 @@ def _warn_if_incomplete(engine: Any, name: str) -> list[str]:
 
     warnings = state_warnings(engine, name)
     for text in warnings:
-        err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {shown(text)}", highlight=False, soft_wrap=True)
     return warnings
 
 
@@ -146,12 +158,13 @@ def query_command(
     weights: str | None = typer.Option(
         None, "--weights", "-w", help="The local checkpoint the collection was embedded with, if it moved."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    device: DeviceName = typer.Option(DeviceName("auto"), "--device", help="auto, cuda or cpu."),
     exact_search: bool = typer.Option(False, "--exact-search", help="Exhaustive search on every prefetch (no HNSW)."),
     hnsw_ef: int | None = typer.Option(None, "--hnsw-ef", help="HNSW ef for every prefetch."),
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     html: Path | None = typer.Option(
         None,
         "--html",
@@ -179,14 +192,14 @@ def query_command(
     if alpha is not None:
         check_alpha(alpha)
     query_filter = parse_filters(filters)
-    engine = open_engine(url, api_key, data_dir)
+    engine = open_engine(url, api_key, data_dir, create=False, timeout=timeout)
     try:
         name = resolve_collection(engine, collection)
         searcher = HierarchicalSearcher(
             engine, name, alpha=alpha, strategy=strategy.value, exact=exact_search, hnsw_ef=hnsw_ef
         )
         warnings = _warn_if_incomplete(engine, name)
-        names, vectors, skipped = _query_vectors(images, searcher.model.extractor, weights, device)
+        names, vectors, skipped = _query_vectors(images, searcher.model.extractor, weights, device.value)
         names, vectors, zero = _drop_zero(searcher.model, names, vectors)
         skipped += zero
         results = [] if vectors is None else searcher.search_batch(vectors, k, filter=query_filter, explain=True)
@@ -240,7 +253,7 @@ def query_command(
     else:
         for qname, hits in zip(names, results, strict=True):
             leaf_name = model.leaf_names[hits[0].explanation["query_leaf"]] if hits and hits[0].explanation else "?"
-            table = Table(title=f"{qname}  [dim](query leaf: {leaf_name})[/]", title_justify="left")
+            table = Table(title=f"{shown(qname)}  [dim](query leaf: {shown(leaf_name)})[/]", title_justify="left")
             table.add_column("rank", justify="right")
             table.add_column("D", justify="right")
             if explain:
@@ -257,13 +270,13 @@ def query_command(
                 if explain and h.explanation:
                     ex = h.explanation
                     classes = ex["lca_classes"]
-                    shown = ", ".join(classes[:4]) + (f", … ({len(classes)})" if len(classes) > 4 else "")
+                    listed = ", ".join(classes[:4]) + (f", … ({len(classes)})" if len(classes) > 4 else "")
                     row += [
                         f"{h.cosine:.4f}",
-                        f"{ex['lca_name']} (h={h.lca_height}: {shown})",
+                        shown(f"{ex['lca_name']} (h={h.lca_height}: {listed})"),
                         f"{ex['hierarchy_term']:.3f}",
                     ]
-                row += [str(hq.get("label", "")), leaf, str(h.payload.get("path", ""))]
+                row += [shown(hq.get("label", "")), shown(leaf), shown(h.payload.get("path", ""))]
                 table.add_row(*row)
             console.print(table)
         _print_skipped(skipped)
@@ -272,4 +285,4 @@ def query_command(
 
 def _print_skipped(skipped: list[tuple[str, str]]) -> None:
     for path, reason in skipped:
-        err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {shown(path)}: {shown(reason)}", highlight=False, soft_wrap=True)

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
-from .common import err_console
+from .common import err_console, shown
 
 
 def check_report_paths(**paths: Path | None) -> None:
@@ -33,7 +31,7 @@ def check_report_paths(**paths: Path | None) -> None:
 
 def say(text: str) -> None:
     """One plain line on stderr (paths are escaped, never read as rich markup)."""
-    err_console.print(escape(text), highlight=False, soft_wrap=True)
+    err_console.print(shown(text), highlight=False, soft_wrap=True)
 
 
 def write_reports(
@@ -60,7 +58,7 @@ def write_reports(
     cases = query_cases(model, names, rows, searcher.payload_key, finder)
     written: dict[str, str] = {}
     if not has_images(cases):
-        err_console.print(f"[yellow]note:[/] {escape(NO_THUMBNAILS)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {shown(NO_THUMBNAILS)}", highlight=False, soft_wrap=True)
     if html is not None:
         facts = [
             f"collection {collection}",
@@ -82,10 +80,12 @@ def write_reports(
 def eval_id_paths(report: Any, db: str, queries: Path | None, engine: Any | None) -> dict[str, str]:
     """Item id → image path for an evaluation of a collection: the points' payload ``path`` and, for a
     query folder, the point id each query image got (uuid5 of the collection and its key)."""
-    from hierqdrant.store.collection import iter_points, point_id
+    from hierqdrant.store.collection import id_namespace, iter_points, point_id
 
     paths: dict[str, str] = {}
+    namespace = db  # the point ids' namespace: the collection's recorded one (its name when it was made)
     if engine is not None:
+        namespace = id_namespace(engine.read_info(db), db)
         for ids, _, payloads in iter_points(engine, db, with_vectors=False):
             paths.update((pid, str(p["path"])) for pid, p in zip(ids, payloads, strict=True) if "path" in p)
     if queries is not None and queries.is_dir():
@@ -93,7 +93,7 @@ def eval_id_paths(report: Any, db: str, queries: Path | None, engine: Any | None
 
         for f in queries.rglob("*"):
             if f.suffix.lower() in IMAGE_EXTENSIONS:
-                paths.setdefault(point_id(db, f.relative_to(queries).as_posix()), str(f))
+                paths.setdefault(point_id(namespace, f.relative_to(queries).as_posix()), str(f))
     return paths
 
 
@@ -118,5 +118,5 @@ def write_eval_report(
             engine.close()
     text, notes = eval_page(report, finder=ImageFinder(roots), id_paths=id_paths, title=f"hierqdrant eval — {db}")
     for note in notes:
-        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {shown(note)}", highlight=False, soft_wrap=True)
     write_text(html, text)

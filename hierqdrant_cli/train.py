@@ -7,10 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
 from .choices import DeviceName
-from .common import EXIT_OK, EXIT_PARTIAL, WEIGHTS_HELP, check_at_least, console, err_console, handle_errors, print_json
+from .common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    WEIGHTS_HELP,
+    check_at_least,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    shown,
+)
 
 if TYPE_CHECKING:
     from hierqdrant.vision.train import EpochStats, TrainResult
@@ -110,7 +119,7 @@ def train_command(
     )
     # Each epoch as it ends: a row on stdout for people; under --json a line on stderr (stdout stays one JSON
     # document). The bar within an epoch only on a terminal.
-    log = lambda msg: err_console.print(f"[dim]{escape(msg)}[/]", highlight=False, soft_wrap=True)  # noqa: E731
+    log = lambda msg: err_console.print(f"[dim]{shown(msg)}[/]", highlight=False, soft_wrap=True)  # noqa: E731
     rows = None if as_json else EpochRows()
     result: TrainResult
     if objective is ObjectiveName.gaussian:
@@ -133,7 +142,7 @@ def train_command(
             console.print(f"{len(subclass_of)} sub-classes of {len(result.classes)} classes (ingest makes them leaves)")
         console.print(f"[dim]next: hierqdrant ingest {dataset} --collection NAME --model {model} --weights {out}[/]")
         for path, reason in result.skipped:
-            err_console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {shown(path)}: {shown(reason)}", highlight=False)
     raise typer.Exit(EXIT_PARTIAL if result.skipped else EXIT_OK)
 
 

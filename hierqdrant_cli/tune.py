@@ -17,6 +17,7 @@ from .common import (
     handle_errors,
     open_engine,
     print_json,
+    timeout_option,
     url_option,
 )
 from .eval_shared import chosen, hooks, print_line, print_warnings, show_table, tune_settings, tune_table
@@ -60,6 +61,7 @@ def tune_command(
     url: str | None = url_option(),
     api_key: str | None = api_key_option(),
     data_dir: Path = data_dir_option(),
+    timeout: float = timeout_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -87,7 +89,9 @@ def tune_command(
         ),
         score_taxonomy=score_taxonomy,
     )
-    report = run_tune(plan, connect=lambda: open_engine(url, api_key, data_dir), hooks=hooks(not quiet))
+    report = run_tune(
+        plan, connect=lambda: open_engine(url, api_key, data_dir, create=False, timeout=timeout), hooks=hooks(not quiet)
+    )
     if as_json:
         if not quiet:
             print_warnings(report.result.warnings, to_stderr=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.fileio import atomic_writer
+from hierqdrant.core.names import check_class_names, is_utf8, printable
 
 LOAD_FIX = "pass an image folder or a features file made by `hierqdrant embed`"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
@@ -58,7 +59,10 @@ class FeatureSet:
                     raise InputError(f"{len(values)} {name} for {n} feature rows", "give one entry per row")
                 setattr(self, name, values)
         if self.classes is not None:
-            self.classes = [str(c) for c in self.classes]
+            self.classes = check_class_names(self.classes, "the features file's classes")
+        bad = [s for s in self.splits or () if not is_utf8(s)]
+        if bad:
+            raise InputError(f"split {printable(bad[0])!r} is not valid UTF-8", "use train and test")
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -178,7 +182,28 @@ def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
             f"{name} contain NaN or inf in {rows.size} rows (first: {rows[:5].tolist()})",
             "drop or repair those rows",
         )
+    check_scale(x, name)
     return x
+
+
+#: Beyond these magnitudes squares and covariances of float64 values overflow to inf or underflow to 0.
+HUGE, TINY = 1e150, 1e-150
+
+
+def check_scale(x: np.ndarray, name: str = "features") -> None:
+    """Refuse values whose squares overflow (|x| above 1e150) or underflow (all of them below 1e-150):
+    PCA, the covariances and the distances square them. One line naming the largest magnitude."""
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > HUGE:
+        raise InputError(
+            f"{name} are too large to compute with (largest |value| {peak:.3g}): their squares overflow",
+            "rescale them (e.g. divide by their largest value); cosine rankings do not change with the scale",
+        )
+    if 0.0 < peak < TINY:
+        raise InputError(
+            f"{name} are too small to compute with (largest |value| {peak:.3g}): their squares underflow to 0",
+            "rescale them (e.g. divide by their largest value); cosine rankings do not change with the scale",
+        )
 
 
 def check_labels(labels: np.ndarray, n: int, num_classes: int | None = None) -> np.ndarray:
@@ -197,9 +222,14 @@ def check_labels(labels: np.ndarray, n: int, num_classes: int | None = None) -> 
         top = num_classes if num_classes is not None else None
         bad = np.flatnonzero((y < 0) | ((y >= top) if top is not None else False))
         if bad.size:
+            values = np.unique(y[bad])[:5].tolist()
+            if top is None:  # no class list: any label ≥ 0 names a class, so only negative ones are wrong
+                raise InputError(
+                    f"negative labels at rows {bad[:5].tolist()} (values {values}): labels are class indices 0, 1, …",
+                    "label the classes 0…K-1 (an unlabelled row goes in another file, without labels)",
+                )
             raise InputError(
-                f"labels out of range at rows {bad[:5].tolist()} (values {np.unique(y[bad])[:5].tolist()};"
-                f" classes are 0…{(top or 1) - 1})",
+                f"labels out of range at rows {bad[:5].tolist()} (values {values}; classes are 0…{top - 1})",
                 "labels must index the class list",
             )
     return y

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from hierqdrant.core.errors import InputError
+from hierqdrant.core.features import check_scale
 
 Estimator = Literal["ledoit-wolf", "oas"]
 ESTIMATORS: tuple[str, ...] = ("ledoit-wolf", "oas")
@@ -53,11 +54,14 @@ class Projection:
         x = np.asarray(features, dtype=np.float64)
         n, dim = x.shape
         limit = min(n, dim)
-        if isinstance(n_components, float) and n_components >= 1.0:
+        if isinstance(n_components, float) and n_components == 1.0:
             n_components = None
         if isinstance(n_components, float):
             if not 0.0 < n_components < 1.0:
-                raise InputError(f"PCA variance share {n_components} is not in (0, 1]")
+                raise InputError(
+                    f"PCA variance share {n_components:g} is not in (0, 1]",
+                    "e.g. pca=0.95 (a share), pca=64 (an int: components) or pca=None (all)",
+                )
         elif isinstance(n_components, int):
             if not 1 <= n_components <= limit:
                 raise InputError(f"PCA components {n_components} is not between 1 and min(images, dims) = {limit}")
@@ -86,6 +90,7 @@ def check_spread(x: np.ndarray) -> None:
     """Refuse features without variance: every image the same vector leaves no direction for PCA, and
     every centred (stored) vector would be zero, so every cosine 0. Relative to the features' size, so a
     constant extractor's rounding noise counts as none."""
+    check_scale(x)  # squares that overflow or underflow would look like no spread at all
     spread = float(x.var(axis=0).sum())
     if not spread > _FLAT * float(np.mean(x * x) * x.shape[1]):
         raise InputError(

@@ -363,14 +363,22 @@ class Hierarchy:
             quoted = name.replace("'", "''")
             return f"'{quoted}'" if re.search(r"[\s(),:;'\[\]]", name) else name
 
-        def render(v: int) -> str:
+        # Iterative and linear (pieces joined once): a tree as deep as a Newick file may nest (newick.MAX_DEPTH)
+        # is far past Python's recursion limit.
+        parts: list[str] = []
+        stack: list[tuple[int, int]] = [(self.root, 0)]  # (node, children written so far)
+        while stack:
+            v, done = stack.pop()
             kids = self._children[v]
             if not kids:
-                return label(v)
-            return "(" + ",".join(render(c) for c in kids) + ")" + label(v)
-
-        # Iterative rendering would be needed only for trees deeper than Python's recursion limit.
-        return render(self.root) + ";"
+                parts.append(label(v))
+            elif done < len(kids):
+                parts.append("(" if done == 0 else ",")
+                stack.append((v, done + 1))
+                stack.append((kids[done], 0))
+            else:
+                parts.append(")" + label(v))
+        return "".join(parts) + ";"
 
     @classmethod
     def from_newick(cls, text: str, class_names: Sequence[str] | None = None) -> Hierarchy:
@@ -460,25 +468,42 @@ class Hierarchy:
 
     # -- display ---------------------------------------------------------------------------------
 
-    def rich_tree(self, max_children: int = 50, marks: dict[int, str] | None = None) -> Any:
+    def rich_tree(self, max_children: int = 50, marks: dict[int, str] | None = None, max_depth: int = 64) -> Any:
         """A ``rich.tree.Tree`` with class names on leaves and node id, height and size on inner nodes;
-        ``marks`` adds a note to some nodes (e.g. "sub-class of cat")."""
+        ``marks`` adds a note to some nodes (e.g. "sub-class of cat"). At most ``max_children`` children of a
+        node and ``max_depth`` levels are shown (rich lays out each line of a tree in time proportional to
+        its depth, so a 10,000-level chain would take minutes); what is left out is counted."""
         from rich.tree import Tree
 
+        size = np.zeros(self.num_nodes, dtype=np.int64)  # classes below each node, bottom-up: linear
+        size[: self.num_leaves] = 1
+        for v in reversed(self._order[1:]):
+            size[self.parent[v]] += size[v]
+
+        def shown(name: str) -> str:  # a class named "[/x]" or "[red]x" prints as it is (names are data)
+            from rich.markup import escape
+
+            from hierqdrant.core.names import printable
+
+            return escape(printable(name))
+
         def label(v: int) -> str:
-            note = f" [magenta]{marks[v]}[/]" if marks and v in marks else ""
+            note = f" [magenta]{shown(marks[v])}[/]" if marks and v in marks else ""
             if v < self.num_leaves:
-                return f"[bold]{self.class_names[v]}[/] [dim]#{v}[/]{note}"
-            size = len(self.leaves_under(v))
-            return f"[cyan]{self.node_names[v]}[/] [dim]#{v} h={int(self.height[v])} ({size} classes)[/]"
+                return f"[bold]{shown(self.class_names[v])}[/] [dim]#{v}[/]{note}"
+            h, n = int(self.height[v]), int(size[v])
+            return f"[cyan]{shown(self.node_names[v])}[/] [dim]#{v} h={h} ({n} classes)[/]"
 
         root = Tree(label(self.root))
-        stack: list[tuple[int, Any]] = [(self.root, root)]
+        stack: list[tuple[int, Any, int]] = [(self.root, root, 0)]
         while stack:
-            v, branch = stack.pop()
+            v, branch, depth = stack.pop()
             kids = sorted(self._children[v], key=lambda c: (-int(self.height[c]), c))
+            if kids and depth >= max_depth:
+                branch.add(f"[dim]… {int(self.height[v])} more levels below (not shown)[/]")
+                continue
             for c in kids[:max_children]:
-                stack.append((c, branch.add(label(c))))
+                stack.append((c, branch.add(label(c)), depth + 1))
             if len(kids) > max_children:
                 branch.add(f"[dim]… {len(kids) - max_children} more[/]")
         return root

@@ -39,6 +39,7 @@ from hierqdrant.core.model_files import ARRAYS, MANIFEST, MODEL_FORMAT, MODEL_VE
 from hierqdrant.core.subclasses import SubclassMap
 
 __all__ = [
+    "ALPHA_MAX",
     "ARRAYS",
     "MANIFEST",
     "MODEL_FORMAT",
@@ -568,10 +569,20 @@ def _classifier(
     return head if kind == "head" else None
 
 
+ALPHA_MAX = 100.0
+"""The largest α accepted (DESIGN.md §3.13): engines return the formula's ``1 − D`` as float32, off by up to
+2⁻²⁴·(1 + α) — 6e-6 here, about a float32 cosine's own rounding; from α = 2H on every α ranks alike."""
+
+
 def check_alpha(alpha: float) -> float:
     a = float(alpha)
     if not np.isfinite(a) or a < 0:
         raise InputError(f"alpha={alpha} must be a finite number ≥ 0", "pass --alpha, e.g. 3")
+    if a > ALPHA_MAX:
+        raise InputError(
+            f"alpha={alpha:g} is above {ALPHA_MAX:g}, the largest α whose D stays exact in float32 (DESIGN.md §3.13)",
+            f"pass --alpha ≤ {ALPHA_MAX:g}; α ≥ 2 × the tree's height already ranks by tree level first",
+        )
     return a
 
 

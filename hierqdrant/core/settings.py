@@ -25,7 +25,7 @@ from hierqdrant.core.classifiers import LEAF_FROM, QUERY_CLASSIFIERS, LeafFrom, 
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.gaussian import Estimator
 from hierqdrant.core.hierarchy import Hierarchy
-from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.model import HierarchyModel, check_alpha
 
 __all__ = ["LEAF_FROM", "PAPER", "QUERY_CLASSIFIERS", "FitSettings", "LeafFrom", "QueryClassifier"]
 
@@ -56,6 +56,10 @@ class FitSettings:
     query_classifier: QueryClassifier = "tied"
     #: The settings the user fixed (``pca``, ``query_classifier``): tuning keeps them instead of searching.
     pinned: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # Checked here, before an ingest embeds a single image (DESIGN.md §3.13 bounds α).
+        self.alpha = check_alpha(self.alpha)
 
     @classmethod
     def paper(cls: type[_S], **settings: Any) -> _S:

@@ -57,7 +57,7 @@ def fold_model(stored: HierarchyModel, fit_z: np.ndarray, fit_y: np.ndarray) -> 
 
 def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[str, TuneResult], str]:
     """Rank a collection through the engine; returns the result, the tuning and the protocol."""
-    from hierqdrant.store.collection import point_id
+    from hierqdrant.store.collection import id_namespace, point_id
 
     plan, sources, hooks = ctx.plan, ctx.sources, ctx.hooks
     db, db_split = plan.db, plan.db_split
@@ -94,7 +94,7 @@ def eval_collection(ctx: EvalContext, engine: Engine) -> tuple[EvalResult, dict[
     if plan.queries is not None:
         hooks.log(f"reading the queries {plan.queries}")
         q_src = load_queries(plan.queries, plan.query_split, plan.embed, base.extractor, plan.perturb, plan.seed)
-        q_ids = [point_id(db, key) for key in q_src.keys]
+        q_ids = [point_id(id_namespace(info, db), key) for key in q_src.keys]  # as ingest made the points' ids
         q_items = Items(base.transform(q_src.features), relabel(q_src, base.class_names), q_ids)
         sources["queries_from"] = q_src.name
     elif plan.query_split is not None and plan.query_split != db_split:

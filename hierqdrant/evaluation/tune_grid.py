@@ -24,7 +24,7 @@ from hierqdrant.core import diagnostics
 from hierqdrant.core.classifiers import QUERY_CLASSIFIERS, LinearClassifier, fit_tied
 from hierqdrant.core.errors import InputError
 from hierqdrant.core.gaussian import Gaussians
-from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.model import ALPHA_MAX, HierarchyModel
 from hierqdrant.core.settings import FitSettings
 from hierqdrant.core.subclasses import SubclassSplit
 from hierqdrant.evaluation.hooks import Hooks
@@ -363,8 +363,9 @@ def widen(
     max_dims: int,
 ) -> tuple[list[PcaValue], list[float | None], list[float], list[str]]:
     """The grids extended once beyond the edges in ``axes`` (t down to a fifth of its smallest value or
-    up to 1; α up to 4× its largest or down to 0; PCA to a half and a quarter of the dims left out, or
-    to every dim), and the axes that could grow (t = 1, α = 0 and every dim are limits)."""
+    up to 1; α up to 4× its largest, at most ``ALPHA_MAX``, or down to 0; PCA to a half and a quarter of the
+    dims left out, or to every dim), and the axes that could grow (t = 1, α = 0, α = ``ALPHA_MAX`` and every
+    dim are limits)."""
     pca, t, a = best
     new_p, new_t, new_a = list(pcas), list(thresholds), list(alphas)
     grown: list[str] = []
@@ -374,8 +375,8 @@ def widen(
     if "t-high" in axes and t is not None and t < 1.0:
         new_t += [round((t + 1.0) / 2, 6), 1.0]
         grown.append("t-high")
-    if "alpha-high" in axes and a > 0:
-        new_a += [a * 2, a * 4]
+    if "alpha-high" in axes and 0 < a < ALPHA_MAX:
+        new_a += [min(a * 2, ALPHA_MAX), min(a * 4, ALPHA_MAX)]
         grown.append("alpha-high")
     if "alpha-low" in axes and a > 0:
         new_a += [a / 2, 0.0]
@@ -465,7 +466,9 @@ def tune_warnings(
     if best_a == 0.0 and len(set(a_grid)) > 1:
         out.append("tuned α = 0: the hierarchy term does not help on the validation split (the ranking is cosine)")
     elif "alpha-low" in axes or "alpha-high" in axes:
-        out += diagnostics.grid_edge("α", best_a, a_grid, widened="alpha-low" in widened or "alpha-high" in widened)
+        out += diagnostics.grid_edge(
+            "α", best_a, a_grid, widened="alpha-low" in widened or "alpha-high" in widened, bound=best_a == ALPHA_MAX
+        )
     if "pca-low" in axes:
         dims = [spaces[p].dims for p in distinct(p_grid, spaces)]
         out += diagnostics.grid_edge("PCA dims", chosen.dims, dims, widened="pca-low" in widened)

@@ -69,7 +69,7 @@ class AttachOptions(FitSettings):
 
     vector: str | None = None  # default: the stored one, else the collection's only vector
     label_key: str | None = None  # default: the stored one; needed to fit
-    payload_key: str = DEFAULT_PAYLOAD_KEY
+    payload_key: str | None = None  # default: the stored one, else "hq"
     tune: bool = False
     tune_metric: str = "map@r"
     update: bool = False  # annotate what is missing with the stored model; never fit
@@ -182,7 +182,8 @@ def attach(
     engine = as_engine(client)
     say = log or (lambda _msg: None)
     started = time.perf_counter()
-    check_payload_key(opts.payload_key)
+    if opts.payload_key is not None:
+        check_payload_key(opts.payload_key)
 
     def waiting(pid: int | None) -> None:
         say(f"collection {collection!r} is being written by another process (pid {pid or '?'}); waiting for it")
@@ -201,6 +202,7 @@ class _Plan:
     spec: VectorSpec
     label_key: str
     info: dict[str, Any] | None
+    key: str  # the payload key: given, else the stored one, else "hq"
 
 
 def _plan(engine: Engine, collection: str, opts: AttachOptions) -> _Plan:
@@ -208,7 +210,7 @@ def _plan(engine: Engine, collection: str, opts: AttachOptions) -> _Plan:
     check_intact(engine, collection)
     require_collection(engine, collection)
     info = engine.read_info(collection)
-    key = opts.payload_key
+    key = check_payload_key(opts.payload_key or str((info or {}).get("payload_key") or DEFAULT_PAYLOAD_KEY))
     if info is not None and not is_attached(info):
         raise InputError(
             f"collection {collection!r} was built by hierqdrant ingest: it is hierarchical already",
@@ -231,14 +233,16 @@ def _plan(engine: Engine, collection: str, opts: AttachOptions) -> _Plan:
         stored = {
             "vector": info.get("vector"),
             "label key": info.get("label_key"),
-            "payload key": info.get("payload_key"),
+            "payload key": info.get("payload_key") or DEFAULT_PAYLOAD_KEY,
         }
-        given = {"vector": opts.vector, "label key": opts.label_key, "payload key": key}
+        given = {"vector": opts.vector, "label key": opts.label_key, "payload key": opts.payload_key}
         for what, value in given.items():
             if value is not None and value != stored[what] and not (opts.refit and what != "payload key"):
                 raise InputError(
                     f"collection {collection!r} is attached with {what} {stored[what]!r}, not {value!r}",
-                    "omit it, refit with it (--refit), or detach first (hierqdrant detach)",
+                    "omit it (the stored one is used), or detach first (hierqdrant detach) to attach under another"
+                    if what == "payload key"
+                    else "omit it, refit with it (--refit), or detach first (hierqdrant detach)",
                 )
         mode = "refit" if opts.refit else "update" if opts.update else "resume"
     config = vector_config(engine, collection)
@@ -267,7 +271,7 @@ def _plan(engine: Engine, collection: str, opts: AttachOptions) -> _Plan:
         raise InputError(
             f"the label field {label_key!r} lies under the plugin's key {key!r}", "use a field of the application's"
         )
-    return _Plan(mode, str(vector), spec, str(label_key), info)
+    return _Plan(mode, str(vector), spec, str(label_key), info, key)
 
 
 def _attach(
@@ -279,7 +283,7 @@ def _attach(
     started: float,
 ) -> AttachResult:
     plan = _plan(engine, collection, opts)
-    key = opts.payload_key
+    key = plan.key
     previous = plan.info.get("model_id") if plan.info else None
     fitting = plan.mode in ("attach", "refit")
     labelled = 0
@@ -392,7 +396,7 @@ def _annotate(
     engine: Engine, collection: str, plan: _Plan, model: HierarchyModel, opts: AttachOptions, bar: Any
 ) -> _Tally:
     """Write ``hq`` on every point whose ``hq.model`` is not the model's id (missing included), in batches."""
-    key = opts.payload_key
+    key = plan.key
     todo = models.Filter(must_not=[_model_is(key, model.model_id)])
     task = bar.add_task("annotating", total=engine.count(collection, todo))
     tally = _Tally()

@@ -51,12 +51,12 @@ from hierqdrant.store.collection import (
     not_a_hierqdrant_collection,
     read_collection_model,
     refuse_attached,
-    set_state,
     upsert_points,
     writing,
 )
 from hierqdrant.store.engines import Engine
 from hierqdrant.store.engines.cluster import check_layout
+from hierqdrant.store.lifecycle import check_new_name, mark_complete, open_for_writing
 from hierqdrant.vision.devices import Backend
 from hierqdrant.vision.extractor import is_random_init
 
@@ -276,6 +276,8 @@ def _ingest(
         if engine.exists(collection):
             refuse_attached(collection, engine.read_info(collection), "ingest into it")
             stored = _stored_model(engine, collection)
+            open_for_writing(engine, collection)  # refused here (another process has it open), not midway
+    check_new_name(engine, collection, recreate=opts.recreate)  # embedded: 'cache' is the feature cache
 
     if src.is_file():
         table = from_features_file(src, stored, opts)
@@ -299,6 +301,9 @@ def _ingest(
     elif stored is not None and inputs is not None and _fitted_on(collection, stored, inputs, opts):
         model = stored[0]  # fitted on these very inputs: continued with, whatever the machine (DESIGN.md §2.6)
         say(f"continuing with the collection's model {model.model_id}, fitted on the same images and settings")
+        idx = np.asarray(labelled)  # what the model is like on its fitting data, said again as a fit says it
+        labels_of = np.asarray([table.labels[i] for i in labelled])
+        warnings += diagnostics.model_warnings(model, table.features[idx], labels_of, where="on the fitting data")
     else:
         if not labelled:
             raise InputError(
@@ -377,7 +382,7 @@ def _ingest(
     _upsert_with_progress(engine, collection, model, table, labels, payloads, leaves, key, opts, console, hooks)
     engine.optimize(collection)
     fault("before-complete")
-    set_state(engine, collection, "complete")  # the last write
+    mark_complete(engine, collection)  # the last write: complete, with the point count it leaves
     upsert_seconds = time.perf_counter() - upsert_started
     splits: dict[str, int] = {}
     for s in table.splits:

@@ -20,6 +20,7 @@ from rich.console import Console
 from hierqdrant.core.errors import InputError, ModelMismatchError
 from hierqdrant.core.features import FeatureSet
 from hierqdrant.core.model import HierarchyModel
+from hierqdrant.core.names import NOT_UTF8, is_utf8, printable
 from hierqdrant.evaluation.hooks import Hooks
 from hierqdrant.vision.cache import FeatureCache, file_stamp
 from hierqdrant.vision.extractor import (
@@ -90,6 +91,11 @@ class Table:
 
 def from_features_file(path: Path, stored: tuple[HierarchyModel, dict[str, Any]] | None, opts: IngestOptions) -> Table:
     data = FeatureSet.load(path)
+    skipped = [Skip(printable(p), NOT_UTF8) for p in data.paths or () if not is_utf8(p)]
+    if skipped:  # not storable (point ids, JSON payloads): skipped and reported, before anything is written
+        data = data.subset(np.asarray([is_utf8(p) for p in data.paths or ()]))
+        if not len(data):
+            raise InputError(f"none of the paths in {path} is valid UTF-8", "store the paths as UTF-8 text")
     n = len(data)
     keys = data.paths if data.paths is not None else [f"{path.name}#{i}" for i in range(n)]
     if len(set(keys)) != n:
@@ -106,7 +112,7 @@ def from_features_file(path: Path, stored: tuple[HierarchyModel, dict[str, Any]]
         class_names=data.class_names,
         kind="features",
         extractor=extractor,
-        skipped=[],
+        skipped=skipped,
         head=_head_file(opts.head, int(data.features.shape[1])) if opts.query_classifier == "head" else None,
     )
 
@@ -131,7 +137,7 @@ def from_images(
 
     say = hooks.log
     found = discover(root)
-    skipped = [Skip(p.path, p.reason) for p in found.problems]
+    skipped = [Skip(printable(p.path), p.reason) for p in found.problems]
     if not found.items:
         raise InputError(f"{root} has no usable images", "check the folder layout (class subfolders of images)")
     classes = f" of {len(found.class_names)} classes" if found.class_names else ""
@@ -169,6 +175,7 @@ def from_images(
     embed_seconds = 0.0
     embedded = 0
     if todo:
+        cache.check_space(len(todo), int(backbone.feature_dim))  # a full disk before embedding, not halfway
         say(f"embedding {len(todo)} images with {backbone.name} (device {opts.device})")
 
         def on_batch(indices: np.ndarray, batch: np.ndarray) -> None:
@@ -194,7 +201,7 @@ def from_images(
         embed_seconds = time.perf_counter() - t0
         for j, row in zip(extracted.indices, extracted.features, strict=True):
             feats[todo[int(j)]] = row
-        skipped.extend(Skip(s.path, s.reason) for s in extracted.skipped)
+        skipped.extend(Skip(printable(s.path), s.reason) for s in extracted.skipped)
         embedded = len(extracted.indices)
     keep = [i for i in range(len(items)) if feats[i] is not None]
     if not keep:

@@ -4,12 +4,17 @@ Points written by ``hierqdrant ingest`` from an image folder carry ``path``: the
 to the folder that was ingested. The folder itself is not stored, so :class:`ImageFinder` tries a few
 roots in order: the ones given (``--image-root``), the folders above the query images (a query from
 ``digits/test/seven/`` finds ``digits/train/...``), and the working directory.
+
+A payload is data, not a permission: a report inlines only files inside a root. A relative key that
+climbs out of its root (``../../home/me/id.png``) is not found, and an absolute ``path`` only under a
+folder given with ``--image-root`` (never an arbitrary file of the machine, e.g. ``/etc/…``).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +35,8 @@ class ImageFinder:
 
     def __init__(self, roots: Iterable[Path] = (), near: Iterable[str | Path] = ()) -> None:
         candidates: list[Path] = [Path(r) for r in roots]
+        #: The folders given (--image-root): the only ones an absolute payload path may point into.
+        self.given = [Path(os.path.abspath(r.resolve() if r.exists() else r)) for r in candidates]
         for item in near:  # the folders above each query input
             p = Path(item)
             candidates.extend(list(p.parents)[:_PARENT_LEVELS] if p.suffix else [p, *list(p.parents)[:_PARENT_LEVELS]])
@@ -51,13 +58,14 @@ class ImageFinder:
             self.missed += 1
             return None
         p = Path(key)
+        hit = None
         if p.is_absolute():
-            hit = p if p.is_file() else None
+            if _inside(p, self.given) and p.is_file():
+                hit = p
         else:
             order = ([self._hit_root] if self._hit_root is not None else []) + self.roots
-            hit = None
             for root in order:
-                if (root / p).is_file():
+                if _inside(root / p, [root]) and (root / p).is_file():
                     hit, self._hit_root = root / p, root
                     break
         if hit is None:
@@ -67,6 +75,13 @@ class ImageFinder:
         return hit
 
 
+def _inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path``, with ``..`` resolved by name, lies under one of ``roots`` (links inside a root are
+    the root owner's own, and followed)."""
+    normal = Path(os.path.normpath(path))
+    return any(normal == root or normal.is_relative_to(root) for root in roots)
+
+
 def thumbnail(path: str | Path | None, size: int = THUMB) -> Image | None:
     """A copy of the image that fits ``size``×``size`` (tiny images are enlarged with hard pixel edges
     so an 8×8 digit stays legible); None when there is no file or Pillow cannot read it."""
@@ -74,8 +89,12 @@ def thumbnail(path: str | Path | None, size: int = THUMB) -> Image | None:
         return None
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from hierqdrant.vision.images import too_many_pixels
+
     try:
         with Image.open(path) as im:
+            if too_many_pixels(*im.size) is not None:  # never decode a 100-megapixel file for a thumbnail
+                return None
             im.load()
             img = ImageOps.exif_transpose(im) or im
     except (OSError, UnidentifiedImageError, ValueError):

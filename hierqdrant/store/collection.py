@@ -5,12 +5,13 @@ Every point carries its PCA vector (cosine distance) and, under one payload name
 
     {"hq": {"leaf": 17, "ancestors": [17, 212, 240, 251], "label": "Laysan_Albatross", "model": "<id>"}}
 
-beside the application's own payload. Point ids are UUID5 of the collection name and the item's key
-(e.g. the image's relative path), so a re-run updates instead of duplicating and an interrupted run
-resumes.
+beside the application's own payload. Point ids are UUID5 of the collection's id namespace (its name when
+it was created, recorded in its info dict) and the item's key (e.g. the image's relative path), so a re-run
+updates instead of duplicating, an interrupted run resumes, and a renamed collection keeps its ids.
 
 The info dict's ``state`` (DESIGN.md §2.6) says whether the points are all there: ``"incomplete"`` while an
-ingest writes (set before its first point), ``"complete"`` after its last upsert and optimize (set last).
+ingest writes (set before its first point), ``"complete"`` after its last upsert and optimize (set last);
+the lifecycle lives in :mod:`hierqdrant.store.lifecycle`, whose names are re-exported here.
 
 An **attached** collection (DESIGN.md §2.7) is an application's own: its points keep their vectors (the
 info dict names the one the model was fitted on: ``vector``) and payloads, and get only the ``hq`` key
@@ -22,9 +23,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -36,18 +36,30 @@ from hierqdrant.store.engines import Engine, as_engine
 from hierqdrant.store.engines.base import EngineBase
 from hierqdrant.store.engines.cluster import check_layout
 from hierqdrant.store.engines.vectors import vector_config
+from hierqdrant.store.lifecycle import STATES as STATES
+from hierqdrant.store.lifecycle import State as State
+from hierqdrant.store.lifecycle import check_intact as check_intact
+from hierqdrant.store.lifecycle import check_recreate as check_recreate
+from hierqdrant.store.lifecycle import collection_state as collection_state
+from hierqdrant.store.lifecycle import id_namespace as id_namespace
+from hierqdrant.store.lifecycle import is_attached as is_attached
+from hierqdrant.store.lifecycle import new_generation, open_for_writing
+from hierqdrant.store.lifecycle import not_a_hierqdrant_collection as not_a_hierqdrant_collection
+from hierqdrant.store.lifecycle import refuse_attached as refuse_attached
+from hierqdrant.store.lifecycle import set_state as set_state
+from hierqdrant.store.lifecycle import state_warnings as state_warnings
+from hierqdrant.store.lifecycle import writing as writing
 
 DEFAULT_PAYLOAD_KEY = "hq"
 INFO_FORMAT = "hierqdrant.collection"
 _NAMESPACE = uuid.UUID("6f1c1b44-3c1e-5b7a-9d0e-8a5e2f6c4b11")
-State = Literal["incomplete", "complete"]
-STATES: tuple[State, ...] = ("incomplete", "complete")
 ATTACHED_EXTRACTOR = "qdrant-vector"
 """The extractor name of a model fitted on an attached collection's own (unit-normalised) vectors."""
 
 
 def point_id(collection: str, key: str) -> str:
-    """Deterministic point id: ``uuid5(namespace, "<collection>/<key>")``."""
+    """Deterministic point id: ``uuid5(namespace, "<collection>/<key>")``; ``collection`` is the collection's
+    id namespace (:func:`id_namespace`: its name when it was created)."""
     return str(uuid.uuid5(_NAMESPACE, f"{collection}/{key}"))
 
 
@@ -58,10 +70,16 @@ def check_payload_key(key: str) -> str:
 
 
 def collection_info(
-    model: HierarchyModel, payload_key: str, state: State = "complete", fit_inputs: Mapping[str, Any] | None = None
+    model: HierarchyModel,
+    payload_key: str,
+    state: State = "complete",
+    fit_inputs: Mapping[str, Any] | None = None,
+    *,
+    kept: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The small description stored with the collection (beside the model files); ``fit_inputs``: what an
-    ingest fitted the model on (:mod:`hierqdrant.pipelines.fingerprint`), recorded when given."""
+    ingest fitted the model on (:mod:`hierqdrant.pipelines.fingerprint`), recorded when given; ``kept``: the
+    info dict it replaces, whose identity (``id_namespace``, ``generation``) and ``points`` it keeps."""
     info = {
         "state": state,
         "format": INFO_FORMAT,
@@ -80,6 +98,9 @@ def collection_info(
     }
     if fit_inputs is not None:
         info["fit_inputs"] = dict(fit_inputs)
+    for k in ("id_namespace", "generation", "points"):
+        if kept is not None and k in kept:
+            info[k] = kept[k]
     return info
 
 
@@ -92,11 +113,6 @@ def attached_info(
     return {**info, "vector": vector, "label_key": label_key, "distance": "Cosine"}
 
 
-def is_attached(info: Mapping[str, Any] | None) -> bool:
-    """Whether an info dict is an attached collection's (it names the application's vector)."""
-    return info is not None and isinstance(info.get("vector"), str)
-
-
 def searched_dims(engine: Engine, name: str, info: Mapping[str, Any] | None) -> int:
     """The size of the vector searches use: an attached collection's application vector, else the one
     unnamed vector (``InputError`` for a collection of named vectors that is not attached)."""
@@ -106,20 +122,6 @@ def searched_dims(engine: Engine, name: str, info: Mapping[str, Any] | None) -> 
         if spec is not None:
             return spec.size
     return engine.vector_size(name)
-
-
-def refuse_attached(name: str, info: Mapping[str, Any] | None, what: str, fix: str | None = None) -> None:
-    """Refuse to write our own vectors into an attached collection (``what``: "ingest into it", …);
-    ``fix``: the hint, when not the default (upsert with your own client, then ``attach --update``)."""
-    if is_attached(info):
-        assert info is not None
-        raise InputError(
-            f"collection {name!r} is an application's collection attached on its vector {info['vector']!r}: "
-            f"hierqdrant does not {what}",
-            fix
-            or "upsert with your own client and hq_payload_for(...), then run hierqdrant attach --update; or "
-            "ingest into another collection",
-        )
 
 
 def create_collection(
@@ -143,15 +145,19 @@ def create_collection(
     ``state`` is stored in the info dict: a new collection gets it (default ``"complete"``), an existing
     one is moved to it (default: left as it is). An existing collection without a model and without
     points (a create that stopped before its model) gets the model now. ``fit_inputs`` (what ingest fitted
-    the model on) is recorded with a model stored now, never over an existing one's.
+    the model on) is recorded with a model stored now, never over an existing one's, and so are the point
+    ids' namespace (``name``) and a new generation (:mod:`hierqdrant.store.lifecycle`). Nothing is written
+    to an existing collection before the writer holds all it needs (:func:`open_for_writing`).
     """
     engine = as_engine(client)
     key = check_payload_key(payload_key)
-    info = collection_info(model, key, state or "complete", fit_inputs)
+    made = {"id_namespace": name, "generation": new_generation()}
+    info = collection_info(model, key, state or "complete", fit_inputs, kept=made)
     layout = check_layout(engine, shards, replicas)
     with writing(engine, name):
         if engine.exists(name):
             refuse_attached(name, engine.read_info(name), "ingest into it")
+            open_for_writing(engine, name)
             stored = check_model_matches(engine, name, model)
             if not stored:
                 points = engine.count(name)
@@ -178,101 +184,6 @@ def create_collection(
     return engine
 
 
-def writing(
-    engine: Engine, name: str, *, wait: bool = False, on_wait: Callable[[int | None], None] | None = None
-) -> AbstractContextManager[None]:
-    """The engine's writer lock of ``name`` (:meth:`EngineBase.writing`); none for a bare-protocol engine."""
-    if isinstance(engine, EngineBase):
-        return engine.writing(name, wait=wait, on_wait=on_wait)
-    return nullcontext()
-
-
-def check_intact(engine: Engine, name: str) -> None:
-    """Raise ``InputError`` when the storage under ``name`` is damaged (:meth:`EngineBase.check_intact`)."""
-    if isinstance(engine, EngineBase):
-        engine.check_intact(name)
-
-
-def collection_state(info: Mapping[str, Any] | None) -> State | None:
-    """The state in an info dict: ``None`` without a hierqdrant model, ``"complete"`` when not recorded
-    (collections written before states existed)."""
-    if info is None:
-        return None
-    return "incomplete" if info.get("state") == "incomplete" else "complete"
-
-
-def set_state(engine: Engine, name: str, state: State) -> None:
-    """Record ``state`` in the collection's info dict (the model files are left as they are)."""
-    info = engine.read_info(name)
-    if info is None:
-        raise NotFoundError(f"collection {name!r} has no hierqdrant model", "ingest it with `hierqdrant ingest`")
-    if info.get("state") == state:
-        return
-    info = {**info, "state": state}
-    if isinstance(engine, EngineBase):
-        engine.update_info(name, info)
-    else:
-        stored = engine.read_model(name)
-        assert stored is not None
-        engine.write_model(name, stored[0], info)
-    fault(f"after-{state}")
-
-
-def state_warnings(engine: Engine, name: str) -> list[str]:
-    """Warnings for a reader of ``name``: one when an ingest into it did not finish."""
-    if collection_state(engine.read_info(name)) != "incomplete":
-        return []
-    return [
-        f"collection {name!r} is incomplete: an ingest into it did not finish, so points may be missing "
-        "— run the same ingest again to complete it"
-    ]
-
-
-def not_a_hierqdrant_collection(name: str, points: int) -> InputError:
-    """The error for a collection that holds points but no hierqdrant model: an application's own (or a
-    detached one), which hierqdrant neither ingests into nor deletes."""
-    return InputError(
-        f"collection {name!r} holds {points} points but no hierqdrant model",
-        f"make it hierarchical in place (hierqdrant attach {name} --vector NAME --label-key FIELD), "
-        "or ingest into another --collection",
-    )
-
-
-def check_recreate(engine: Engine, name: str) -> None:
-    """Refuse ``ingest --recreate`` unless whatever it would delete under ``name`` is a collection that
-    ``hierqdrant ingest`` (or ``create_collection``) made: nothing there, a damaged collection of the
-    embedded engine (its files without ``collection.json``: :meth:`EngineBase.check_replaceable`), or a
-    collection whose stored info dict is ours and not an attached one's (:func:`is_attached`). An attached
-    collection, one without a hierqdrant model (an application's own, a detached one, or an empty one)
-    and one whose info cannot be read are refused with one line (``InputError``) and left as they are."""
-    if isinstance(engine, EngineBase):
-        engine.check_replaceable(name)
-    if not engine.exists(name):
-        return
-    info = engine.read_info(name)  # an unreadable one raises: whose it is cannot be told
-    refuse_attached(
-        name,
-        info,
-        "delete and rebuild it (ingest --recreate deletes only collections that hierqdrant ingest created)",
-        f"fit its model again in place with hierqdrant attach {name} --refit, or ingest into another --collection",
-    )
-    if info is not None:
-        return
-    points = engine.count(name)
-    if points:
-        raise InputError(
-            f"collection {name!r} holds {points} points but no hierqdrant model: hierqdrant ingest did not "
-            "create it, and --recreate deletes only collections that it created",
-            f"make it hierarchical in place (hierqdrant attach {name} --vector NAME --label-key FIELD), "
-            "or ingest into another --collection",
-        )
-    raise InputError(
-        f"collection {name!r} has no hierqdrant model: --recreate deletes only collections that hierqdrant "
-        "ingest created",
-        "ingest into it without --recreate (an empty collection is given the model), or choose another --collection",
-    )
-
-
 def read_collection_model(client: Engine | QdrantClient, name: str) -> tuple[HierarchyModel, dict[str, Any]]:
     """The model stored with ``name`` and the collection's info dict."""
     engine = as_engine(client)
@@ -295,7 +206,10 @@ def model_of(
 
 
 def require_collection(engine: Engine, name: str) -> None:
+    """NotFoundError naming the collections there when ``name`` is not one; a damaged one (the embedded
+    store's folder without ``collection.json``) is reported as such (:func:`check_intact`), as ``info`` does."""
     if not engine.exists(name):
+        check_intact(engine, name)
         raise missing_collection(name, engine.location, engine.collections())
 
 
@@ -454,7 +368,8 @@ def upsert_points(
 ) -> UpsertReport:
     """Project, assign leaves and upsert in batches; the caller's ``payloads`` are kept beside ``hq``.
 
-    ``keys`` name the items (relative paths); point ids are ``point_id(name, key)``. Leaves follow the
+    ``keys`` name the items (relative paths); point ids are ``point_id(ns, key)`` with the collection's id
+    namespace ``ns`` (:func:`id_namespace`: its name when it was created). Leaves follow the
     model's ``leaf_from`` (:meth:`HierarchyModel.database_leaves`: a known label, else the query
     classifier's leaf); ``leaves`` overrides them. The model must be the
     collection's (checked before anything is written).
@@ -464,6 +379,7 @@ def upsert_points(
     info = check_model_matches(engine, name, model)
     refuse_attached(name, info, "upsert its own vectors into it")
     key = check_payload_key(payload_key or info.get("payload_key", DEFAULT_PAYLOAD_KEY))
+    namespace = id_namespace(info, name)
     x = np.atleast_2d(np.asarray(vectors))
     n = x.shape[0]
     _check_lengths(n, keys=keys, labels=labels, splits=splits, payloads=payloads, leaves=leaves)
@@ -497,7 +413,7 @@ def upsert_points(
             body = [{key: hq} for hq in hqs]
         else:
             body = [{**payloads[row], key: hq} for row, hq in zip(range(start, stop), hqs, strict=True)]
-        ids = [point_id(name, keys[row]) for row in range(start, stop)]
+        ids = [point_id(namespace, keys[row]) for row in range(start, stop)]
         engine.upsert(name, ids, z.astype(np.float32), body, batch_size=batch_size)
         batches += 1
         if on_batch is not None:
@@ -585,5 +501,5 @@ def _reassign(engine: Engine, name: str, model: HierarchyModel, batch_size: int,
             values.append(hq)
         engine.set_payload(name, ids, values, key=key, batch_size=batch_size)
         updated += len(ids)
-    engine.write_model(name, model.to_files(), collection_info(model, key, state))
+    engine.write_model(name, model.to_files(), collection_info(model, key, state, kept=info))
     return updated

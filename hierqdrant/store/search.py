@@ -40,6 +40,11 @@ this searcher answers each batch with one blocking ``Engine.query_batch`` call.
 A searcher may be shared by threads: what ``auto`` adapts (the ring count, whether to send the cosine
 query) and the statistics live in one locked :class:`~hierqdrant.store.policy.AutoPolicy`; each call works
 on its own plan and tally.
+
+A searcher reads the collection's model once. When the collection is deleted, made again or given another
+model afterwards (by this process or another: ``ingest --recreate``, ``attach --refit``), every later call
+fails in one line (:class:`~hierqdrant.store.lifecycle.Revision`; on a server it looks at most every few
+seconds) instead of pairing its model with other points: make a new searcher.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from hierqdrant.store.collection import check_model_matches, read_collection_mod
 from hierqdrant.store.engines import Engine, QdrantEngine, as_engine
 from hierqdrant.store.engines.base import canonical_id
 from hierqdrant.store.engines.vectors import retrieve_vectors
+from hierqdrant.store.lifecycle import Revision
 from hierqdrant.store.plans import Batch, SearchHit, run
 from hierqdrant.store.policy import SearchStats, Strategy
 from hierqdrant.store.requests import is_point_id
@@ -109,6 +115,8 @@ class HierarchicalSearcher(SearcherBase):
             model, info = read_collection_model(self.engine, collection)
         else:
             info = check_model_matches(self.engine, collection, model)
+        # a recreate or a new model since (by any process) makes every later call fail in one line
+        self._revision = Revision(self.engine, collection, model.model_id)
         # replicas: the certified strategies read every replica (DESIGN.md §3.11); one read, here
         replicas = self.engine.replication_factor(collection) if isinstance(self.engine, QdrantEngine) else 1
         self._setup(
@@ -190,4 +198,7 @@ class HierarchicalSearcher(SearcherBase):
             assert isinstance(engine, QdrantEngine)
             return engine.query_batch(name, batch, consistency=consistency)
 
-        return call.finish(self.strategies, run(call.plan, send))
+        self._revision.check()  # the collection is still the one whose model this searcher holds …
+        hits = run(call.plan, send)
+        self._revision.check()  # … and was all the time the answers came from it
+        return call.finish(self.strategies, hits)

@@ -195,6 +195,11 @@ def _cut_head(model: nn.Module, qual: str) -> nn.Module:
     return head
 
 
+#: The largest input size a backbone takes (``--image-size``): a network's input is resized to it, and one
+#: 4096² RGB float tensor is already 200 MB per image in every worker.
+MAX_IMAGE_SIZE = 4096
+
+
 def _check_positive(value: int | None, what: str, example: int) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
         raise InputError(f"{what} must be a positive integer, got {value!r}", f"pass e.g. {example}")
@@ -426,6 +431,8 @@ def load_backbone(
         raise InputError("no backbone name given", "pass e.g. --backbone resnet50")
     key = name.strip().lower()
     _check_positive(image_size, "image_size", 224)
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:  # 100000: a 13 GB worker, then the OOM killer
+        raise InputError(f"image_size {image_size} is too large (at most {MAX_IMAGE_SIZE})", "pass e.g. 224")
     _check_positive(num_classes, "num_classes", 10)
     if weights is not None:
         weights = str(weights).strip() or None

@@ -9,8 +9,9 @@ Progress survives a kill with bounded loss: the rows of the batches embedded sin
 written as a new part once ``flush_seconds`` (default 3 s) have passed or ``flush_every`` rows are
 waiting, so a kill loses at most a few seconds of embedding (plus the batch in flight). The number of
 parts stays bounded: above ``max_parts`` the smaller half is merged into one part (while writing, and
-when loading a cache that a killed run left with many parts). Temporary files of a writer that died are
-removed when they are old enough to be certainly abandoned.
+when loading a cache that a killed run left with many parts). A writer holds ``.writers.lock`` (shared)
+while it writes a part, so a temporary file whose writer died is removed by the next run at once when no
+part is being written (the lock is free), else once it is old enough to be certainly abandoned.
 """
 
 from __future__ import annotations
@@ -21,16 +22,26 @@ import os
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hierqdrant.core.errors import InputError
 from hierqdrant.core.faults import fault
-from hierqdrant.core.fileio import atomic_writer
+from hierqdrant.core.fileio import atomic_writer, check_free_space, disk_error
+
+try:  # POSIX; elsewhere temporary files are removed by age only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 _STALE_TMP_SECONDS = 120.0  # a part is written in well under this; an older temporary file is abandoned
+_WRITERS = ".writers.lock"  # held shared while a part is written: free means no temporary file is live
+_KEY_BYTES = 256  # a cached row's key and stamp, generously
+_MOVE_IT = "move that file away, or use another --data-dir (the cache is DATA_DIR/cache)"
 
 
 def file_stamp(path: str | Path) -> str:
@@ -104,23 +115,48 @@ class FeatureCache:
         if len(self._keys) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
+    def check_space(self, rows: int, dim: int) -> None:
+        """One line before embedding when the cache's folder cannot be made (a read-only disk, a file in its
+        place) or its disk cannot take ``rows`` more features of ``dim`` floats (with its compaction's
+        copy), rather than an error halfway through."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error = disk_error(exc, f"making the feature cache {self.directory}")
+            if error is None and isinstance(exc, (FileExistsError, NotADirectoryError)):
+                error = InputError(f"the feature cache {self.directory} is (or is inside) a file", _MOVE_IT)
+            if error is None:
+                raise
+            raise error from None
+        need = rows * (4 * dim + _KEY_BYTES) * 2 + (1 << 20)
+        check_free_space(self.directory, need, f"the feature cache of {rows} images ({self.directory})")
+
     def flush(self) -> None:
-        """Write the waiting rows as one part (durable on return); compact when there are many parts."""
+        """Write the waiting rows as one part (durable on return); compact when there are many parts.
+        A full or read-only disk is one :class:`~hierqdrant.core.errors.InputError` naming the space needed."""
         self._last_flush = time.monotonic()
         if not self._keys:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_part(self._keys, self._stamps, np.stack(self._rows))
-        self._keys, self._stamps, self._rows = [], [], []
-        if len(self._parts) > self.max_parts:
-            self._compact()
+        rows = np.stack(self._rows)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._write_part(self._keys, self._stamps, rows)
+            self._keys, self._stamps, self._rows = [], [], []
+            if len(self._parts) > self.max_parts:
+                self._compact()
+        except OSError as exc:
+            need = rows.nbytes + _KEY_BYTES * len(self._keys)
+            error = disk_error(exc, f"writing the feature cache {self.directory}", need)
+            if error is None:
+                raise
+            raise error from None
         fault("after-cache-flush")
 
     # -- parts -------------------------------------------------------------------------------------------
 
     def _write_part(self, keys: Sequence[str], stamps: Sequence[str], features: np.ndarray) -> Path:
         target = self.directory / f"part-{self._next_part:06d}-{uuid.uuid4().hex[:8]}.npz"
-        with atomic_writer(target) as fh:
+        with _lock(self.directory, shared=True), atomic_writer(target) as fh:
             np.savez(
                 fh,
                 keys=np.asarray(keys, dtype=str),
@@ -154,13 +190,38 @@ class FeatureCache:
             self._parts.pop(part, None)
 
     def _remove_stale_temporaries(self) -> None:
+        """Every temporary part when no writer is writing one (their writers died), else the old ones."""
         now = time.time()
-        for tmp in self.directory.glob(".part-*.tmp-*"):
-            try:
-                if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                    tmp.unlink()
-            except OSError:
-                pass
+        with _lock(self.directory, shared=False) as alone:
+            for tmp in self.directory.glob(".part-*.tmp-*"):
+                try:
+                    if alone or now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                        tmp.unlink()
+                except OSError:
+                    pass
+
+
+@contextmanager
+def _lock(directory: Path, *, shared: bool) -> Iterator[bool]:
+    """The cache's writers lock: ``shared`` waits for it (a part is being written); otherwise it is only
+    tried, and the context says whether it was taken (no part is being written anywhere)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield False
+        return
+    try:
+        fd = os.open(directory / _WRITERS, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:  # a read-only cache: nothing is written into it either
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = True
+        except BlockingIOError:
+            taken = False
+        yield taken
+    finally:
+        os.close(fd)
 
 
 def _part_number(part: Path) -> int:

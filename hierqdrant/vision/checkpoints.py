@@ -82,6 +82,8 @@ def _load(path: str | os.PathLike[str]) -> tuple[Path, Any]:
             "pass the path of a checkpoint (.pt/.pth/.th) with --weights PATH",
         )
     try:
+        if p.stat().st_size == 0:
+            raise InputError(f"{p.name} is empty (0 bytes): not a PyTorch checkpoint", _SAVE_HINT)
         return p, torch.load(p, map_location="cpu", weights_only=True)
     except UnpicklingError as exc:
         if "unsupported global" not in str(exc).lower():  # garbage bytes also raise UnpicklingError
@@ -90,10 +92,11 @@ def _load(path: str | os.PathLike[str]) -> tuple[Path, Any]:
             f"{p.name} holds pickled Python objects, which weights-only loading refuses",
             "save the weights with torch.save(model.state_dict(), PATH) and pass that file",
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(
-            f"{p.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})", _SAVE_HINT
-        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(f"{p.name} is not a readable PyTorch checkpoint ({reason})", _SAVE_HINT) from exc
 
 
 def _state_dict(p: Path, obj: Any) -> dict[str, torch.Tensor]:

@@ -28,7 +28,14 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from hierqdrant.vision.images import MIN_SIDE, ImageDecodeError, load_rgb, os_error_reason
+from hierqdrant.vision.images import (
+    MIN_SIDE,
+    ImageDecodeError,
+    header_pixels_reason,
+    load_rgb,
+    open_image_file,
+    os_error_reason,
+)
 from hierqdrant.vision.preprocessing import ImageTransform
 
 __all__ = ["EncodedBatch", "EncodedDataset", "DeviceDecoder", "collate_encoded", "is_jpeg"]
@@ -58,10 +65,16 @@ class EncodedDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         path = self.paths[index]
         try:
-            data = Path(path).read_bytes()
+            with open_image_file(path) as fh:  # a FIFO or device named .jpg is refused, never waited on
+                data = fh.read()
+        except ImageDecodeError as exc:
+            return index, None, None, exc.reason
         except OSError as exc:
             return index, None, None, os_error_reason(exc)
         if is_jpeg(data):
+            big = header_pixels_reason(data)  # a huge JPEG is skipped, not decoded on the device
+            if big is not None:
+                return index, None, None, big
             return index, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8), None
         return cpu_sample(index, path, self.transform)
 

@@ -2,7 +2,8 @@
 
 Datasets scraped from the web or copied between machines contain files that are not what their
 extension says (HTML error pages saved as ``.jpg``), half-written files, 1×1 tracking pixels,
-unreadable files and symlink loops. :func:`load_rgb` turns each of these into an
+unreadable files, symlink loops and things that are not files at all (a FIFO or a device named
+``x.png``, which a plain ``open`` would wait on forever). :func:`load_rgb` turns each of these into an
 :class:`ImageDecodeError` with a short reason so that a caller can skip the file and go on.
 
 Decisions:
@@ -19,13 +20,27 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import warnings
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MIN_SIDE", "ImageDecodeError", "load_rgb", "is_image_file", "os_error_reason"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MIN_SIDE",
+    "ImageDecodeError",
+    "is_image_file",
+    "load_rgb",
+    "open_image_file",
+    "os_error_reason",
+    "regular_file_reason",
+    "MAX_PIXELS",
+    "header_pixels_reason",
+    "max_pixels",
+    "too_many_pixels",
+]
 
 #: File extensions (lower case, with the dot) treated as images when a dataset is discovered.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -35,7 +50,45 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: nothing about content but still lands among real neighbours, so such files are skipped.
 MIN_SIDE = 2
 
+#: Most pixels an image may have (width × height), unless ``$HIERQDRANT_MAX_PIXELS`` says otherwise: a
+#: 100-megapixel PNG decodes to 300 MB of RGB (and a few times that while converting) in every worker, for a
+#: feature computed from a 224-pixel thumbnail. Larger images are skipped and reported, never decoded.
+MAX_PIXELS = 50_000_000
+
 _WHITE = (255, 255, 255)
+
+
+def max_pixels() -> int:
+    """The pixel cap: ``$HIERQDRANT_MAX_PIXELS`` (a positive integer) or :data:`MAX_PIXELS`."""
+    raw = os.environ.get("HIERQDRANT_MAX_PIXELS", "").strip().replace("_", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_PIXELS
+
+
+def too_many_pixels(width: int, height: int) -> str | None:
+    """The skip reason for an image of ``width`` × ``height`` above :func:`max_pixels`, else None."""
+    cap = max_pixels()
+    if width * height <= cap:
+        return None
+    return (
+        f"too many pixels ({width}×{height} = {width * height / 1e6:.0f} MP; at most {cap / 1e6:g} MP, "
+        "set HIERQDRANT_MAX_PIXELS to allow more)"
+    )
+
+
+def header_pixels_reason(data: bytes) -> str | None:
+    """:func:`too_many_pixels` from an encoded image's header (nothing is decoded); None when the header
+    does not say (the decoder then decides)."""
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return too_many_pixels(*img.size)
+    except Image.DecompressionBombError as exc:
+        return f"too many pixels ({exc})"
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report
+        return None
 
 
 class ImageDecodeError(Exception):
@@ -62,6 +115,59 @@ def os_error_reason(exc: OSError) -> str:
     if isinstance(exc, IsADirectoryError):
         return "not a file (a directory)"
     return f"unreadable ({exc.strerror or exc})"
+
+
+def _not_regular(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "not a file (a directory)"
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "a special file"
+    return f"not a regular file ({kind})"
+
+
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """None when ``path`` (symlinks followed) is a regular file; else a short reason for a skip report
+    (``not a regular file (a FIFO)``, a missing file, …). Only ``stat``: nothing is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return os_error_reason(exc)
+    return None if stat.S_ISREG(mode) else _not_regular(mode)
+
+
+def open_image_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` opened for binary reading, or :class:`ImageDecodeError` with a short reason.
+
+    Never blocks: a FIFO, device or socket is refused from ``stat`` before any ``open``, and the open itself
+    is non-blocking and checked again with ``fstat`` (a file swapped for a FIFO in between), so only a regular
+    file is ever read.
+    """
+    reason = regular_file_reason(path)
+    if reason is not None:
+        raise ImageDecodeError(reason)
+    try:
+        fh = open(path, "rb", opener=_open_nonblocking)
+    except OSError as exc:
+        raise ImageDecodeError(os_error_reason(exc)) from exc
+    try:
+        mode = os.fstat(fh.fileno()).st_mode
+    except OSError as exc:
+        fh.close()
+        raise ImageDecodeError(os_error_reason(exc)) from exc
+    if not stat.S_ISREG(mode):
+        fh.close()
+        raise ImageDecodeError(_not_regular(mode))
+    return fh
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
@@ -124,15 +230,11 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Decode ``path`` fully and return it as an 8-bit RGB image (file closed, pixels in memory).
 
     Raises :class:`ImageDecodeError` with a short reason for: a symlink loop, an unreadable or
-    missing file, a file that is not an image, a truncated or corrupt image, an image with a side
-    smaller than :data:`MIN_SIDE` pixels, or an unsupported colour mode.
+    missing file, something that is not a regular file (a FIFO, a device: never opened, see
+    :func:`open_image_file`), a file that is not an image, a truncated or corrupt image, an image with a
+    side smaller than :data:`MIN_SIDE` pixels, or an unsupported colour mode.
     """
-    p = Path(path)
-    try:
-        fh = open(p, "rb")  # closed by the with-block below
-    except OSError as exc:
-        raise ImageDecodeError(os_error_reason(exc)) from exc
-    with fh:
+    with open_image_file(path) as fh:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -147,6 +249,9 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
             w, h = img.size
             if min(w, h) < MIN_SIDE:
                 raise ImageDecodeError(f"too small ({w}×{h} px; need at least {MIN_SIDE} px a side)")
+            big = too_many_pixels(w, h)  # the header's size, before a single pixel is decoded
+            if big is not None:
+                raise ImageDecodeError(big)
             try:
                 img.load()
             except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:

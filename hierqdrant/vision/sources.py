@@ -21,7 +21,9 @@ Rules common to all layouts: image files are recognised by extension
 start with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``) are ignored; a class with no images is
 reported in ``problems`` and dropped, the remaining classes keep their sorted order and are numbered
 0..K-1; symlinks are followed, a symlink loop or an unreadable entry becomes a :class:`Skipped`
-problem, never an exception. The order of ``items`` is deterministic: split (train before test),
+problem, never an exception, and so does an image-named entry that is not a regular file (a FIFO, a
+device, a link to ``/dev/zero``) and a file or folder whose name is not valid UTF-8 (it could not be
+stored: point ids and payloads are UTF-8). The order of ``items`` is deterministic: split (train before test),
 then label, then ``key``.
 """
 
@@ -34,7 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 from hierqdrant.core.errors import InputError
-from hierqdrant.vision.images import IMAGE_EXTENSIONS, is_image_file, os_error_reason
+from hierqdrant.core.names import NOT_UTF8, check_class_names, is_utf8, printable
+from hierqdrant.vision.images import IMAGE_EXTENSIONS, is_image_file, os_error_reason, regular_file_reason
 
 __all__ = ["ImageItem", "Skipped", "ImageSource", "SourceKind", "discover"]
 
@@ -100,9 +103,21 @@ def _scandir_sorted(directory: Path, problems: list[Skipped]) -> list[os.DirEntr
         with os.scandir(directory) as it:
             entries = [e for e in it if not e.name.startswith(".")]
     except OSError as exc:
-        problems.append(Skipped(str(directory), os_error_reason(exc)))
+        problems.append(Skipped(printable(directory), os_error_reason(exc)))
         return []
-    return sorted(entries, key=lambda e: e.name)
+    named = [e for e in entries if is_utf8(e.name)]
+    if len(named) < len(entries):  # a non-UTF-8 name cannot be stored (point ids, JSON): reported, left out
+        for e in entries:
+            if not is_utf8(e.name) and (is_image_file(e.name) or _is_dir(e)):
+                problems.append(Skipped(printable(e.path), NOT_UTF8))
+    return sorted(named, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _classify(entry: os.DirEntry[str], problems: list[Skipped]) -> Literal["dir", "file", "other"]:
@@ -115,8 +130,10 @@ def _classify(entry: os.DirEntry[str], problems: list[Skipped]) -> Literal["dir"
     except OSError as exc:  # ELOOP from a symlink loop, EACCES, ...
         problems.append(Skipped(entry.path, os_error_reason(exc)))
         return "other"
-    if entry.is_symlink():
-        problems.append(Skipped(entry.path, "broken symlink"))
+    if entry.is_symlink() or is_image_file(entry.name):  # a FIFO, a device, a link to /dev/zero: reported
+        reason = regular_file_reason(entry.path)  # follows the link
+        if reason is not None:
+            problems.append(Skipped(entry.path, "broken symlink" if reason.startswith("missing") else reason))
     return "other"
 
 
@@ -259,6 +276,7 @@ def _discover_cub(root: Path, problems: list[Skipped]) -> tuple[list[ImageItem],
     split_path = root / "train_test_split.txt"
     splits = {i: v for i, v, _ in _read_table(split_path, "is_training_image")} if split_path.exists() else {}
     class_name = {cid: name for cid, name, _ in classes}
+    check_class_names(list(class_name.values()), f"CUB layout: {root / 'classes.txt'}")
     by_class: dict[int, list[tuple[int, ImageItem]]] = {cid: [] for cid in class_name}
     img_root = root / "images"
     for image_id, rel, _ in sorted(images):

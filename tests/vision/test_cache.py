@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hierqdrant.vision import cache
 from hierqdrant.vision.cache import FeatureCache
 
 DESC = {"name": "pixels", "size": 8}
@@ -49,9 +50,12 @@ def test_load_compacts_many_parts_and_removes_abandoned_temporaries(tmp_path: Pa
     fresh.write_bytes(b"being written")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     reader = FeatureCache(tmp_path, "c", DESC, max_parts=8)
-    known = reader.load()
+    with cache._lock(writer.directory, shared=True):  # a writer is writing a part: its fresh file stays
+        known = reader.load()
     assert len(known) == 36 and len(list(reader.directory.glob("part-*.npz"))) == 1
     assert not old.exists() and fresh.exists()  # a temporary file may belong to a writer still running
+    FeatureCache(tmp_path, "c", DESC).load()  # no writer holds the lock: every temporary file is a dead one's
+    assert not fresh.exists()
     assert FeatureCache(tmp_path, "c", DESC).load().keys() == known.keys()
     reader.add(*_batch(50))  # new parts continue after the compacted one
     reader.flush()

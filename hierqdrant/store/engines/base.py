@@ -15,8 +15,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -27,6 +26,7 @@ from qdrant_client import models
 from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.faults import fault
 from hierqdrant.store.engines.cluster import check_layout
+from hierqdrant.store.engines.hooks import LifecycleHooks
 
 SIDECAR_SUFFIX = "--hq-model"
 """Suffix of the server engine's sidecar collection that holds a collection's fitted model."""
@@ -173,7 +173,7 @@ class Engine(Protocol):
 # the checks and loops both engines share
 
 
-class EngineBase:
+class EngineBase(LifecycleHooks):
     """What both engines do alike: argument checks, batching, grouping and error wording.
 
     Not part of the :class:`Engine` protocol (a third-party engine needs only the protocol). A subclass
@@ -181,10 +181,10 @@ class EngineBase:
     and the hooks ``_create``, ``_upsert_batch``, ``_set_payload_groups``, ``_stored_ids``,
     ``_write_model`` and ``_update_info``; :meth:`_after_write` (a no-op here) makes writes durable.
 
-    Beyond the protocol it gives the collection lifecycle (docs/DESIGN.md §2.6): :meth:`writing` (a
-    writer lock; a no-op here), :meth:`check_intact` / :meth:`damaged` (storage damage; none here),
-    :meth:`update_info`, and ``create(..., model=...)``, which stores the model with the new collection.
-    Every write method holds :meth:`writing` while it writes.
+    Beyond the protocol it gives the collection lifecycle (docs/DESIGN.md §2.6): the hooks of
+    :class:`~hierqdrant.store.engines.hooks.LifecycleHooks` (:meth:`writing`, a writer lock; damage;
+    :meth:`revision`; none of it here), :meth:`update_info`, and ``create(..., model=...)``, which stores
+    the model with the new collection. Every write method holds :meth:`writing` while it writes.
     """
 
     kind: str
@@ -218,27 +218,6 @@ class EngineBase:
         """Make the writes of an ``upsert`` / ``set_payload`` durable (the embedded engine flushes)."""
 
     # -- the collection lifecycle ---------------------------------------------------------------------
-
-    def writing(
-        self, name: str, *, wait: bool = False, on_wait: Callable[[int | None], None] | None = None
-    ) -> AbstractContextManager[None]:
-        """Hold the collection's writer lock for a sequence of writes (a no-op on a server).
-
-        The embedded engine's lock is exclusive between processes: another writer gets ``EngineError``
-        "being written by another process (pid N)", or with ``wait`` calls ``on_wait(pid)`` and blocks.
-        """
-        return nullcontext()
-
-    def check_intact(self, name: str) -> None:
-        """Raise ``InputError`` when storage under ``name`` is damaged or not a collection (engines override)."""
-
-    def check_replaceable(self, name: str) -> None:
-        """Raise ``InputError`` when what is stored under ``name`` is neither a collection nor a damaged one,
-        so that :meth:`delete` would remove files that are not this engine's (engines override)."""
-
-    def damaged(self) -> dict[str, str]:
-        """``{name: problem}`` of damaged collections that :meth:`collections` cannot list (engines override)."""
-        return {}
 
     def update_info(self, name: str, info: Mapping[str, Any]) -> None:
         """Replace the stored info dict, leaving the model files as they are."""
@@ -285,6 +264,7 @@ class EngineBase:
                     "delete it first or choose another name",
                 )
             self.check_intact(name)
+            self.check_new_name(name)
             ints, keys = list(integer_index), list(keyword_index)
             self._create(name, dim, ints, keys, hnsw_m, hnsw_ef_construct, stored, **layout)
 

@@ -73,6 +73,9 @@ class QdrantEngine(EngineBase):
     """Raw bytes per sidecar chunk point (base64 makes it 4 MiB)."""
     optimize_timeout = 3600.0
     """Seconds :meth:`optimize` waits for the collection to turn green."""
+    timeout: float | None = None
+    """Seconds one request may take, all of it, when :func:`~hierqdrant.store.engines.connect` made the
+    client (its errors name it); ``None`` for a client made elsewhere."""
 
     def __init__(self, client: QdrantClient, *, location: str | None = None) -> None:
         if not isinstance(client, QdrantClient):

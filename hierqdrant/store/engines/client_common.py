@@ -7,6 +7,7 @@ with its checks, so both engines read a model the same way.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -14,10 +15,13 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+from pydantic import ValidationError
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from hierqdrant.core.errors import EngineError, HierqdrantError, InputError, NotFoundError
 from hierqdrant.store.engines.base import check_model_file, corrupt_model
+from hierqdrant.store.engines.http_guard import last_answer, not_qdrant
 
 __all__ = [
     "InsecureApiKeyWarning",
@@ -117,6 +121,29 @@ def unreachable(place: Place) -> EngineError:
     return EngineError(f"cannot reach Qdrant at {place.location}", "start the server or check --url / QDRANT_URL")
 
 
+def _bad_json(e: ValueError) -> bool:
+    """Whether ``e`` is a JSON decoder's (json, orjson, pydantic-core) rather than an argument check's."""
+    text = str(e).lower()
+    return isinstance(e, json.JSONDecodeError) or "line 1 column" in text or "expected value" in text
+
+
+def _handling_error(place: Place, e: ResponseHandlingException) -> EngineError:
+    """What a qdrant-client ``ResponseHandlingException`` means: a request past its deadline
+    (:mod:`~hierqdrant.store.engines.http_guard`), an answer that is not Qdrant's, or no server."""
+    source = getattr(e, "source", None)
+    timeout = getattr(place, "timeout", None)
+    if isinstance(source, httpx.TimeoutException) and not isinstance(source, httpx.ConnectTimeout):
+        within = f" within {timeout:g} s" if timeout else " in time"
+        return EngineError(
+            f"Qdrant at {place.location} did not answer{within}",
+            "check the server (a slow link or a busy server: raise --timeout / HIERQDRANT_TIMEOUT)",
+        )
+    answer = last_answer()
+    if isinstance(source, ValidationError) and answer is not None:
+        return not_qdrant(place.location, answer[0], answer[1], ": not an answer of Qdrant's API")
+    return unreachable(place)
+
+
 @contextmanager
 def translate_errors(place: Place, what: str, name: str | None = None) -> Iterator[None]:
     """Turn qdrant-client exceptions into one-line hierqdrant errors (never echoing credentials)."""
@@ -140,13 +167,21 @@ def translate_errors(place: Place, what: str, name: str | None = None) -> Iterat
         raise EngineError(
             f"Qdrant at {place.location} failed to {what}: {msg}", "check the server's logs and retry"
         ) from None
-    except ResponseHandlingException:
-        raise unreachable(place) from None
+    except ResponseHandlingException as e:
+        raise _handling_error(place, e) from None
     except ValueError as e:  # local mode reports problems as ValueError
+        answer = last_answer()
+        if getattr(place, "local", True) is False and answer is not None and _bad_json(e):  # a server's answer
+            raise not_qdrant(place.location, answer[0], answer[1], ": unreadable JSON") from None
         msg = str(e).splitlines()[0] if str(e) else "invalid request"
         if name is not None and "not found" in msg.lower() and "vector" not in msg.lower():
             raise place._not_found(name) from None
         raise InputError(f"cannot {what}: {msg}", "fix the request") from None
+    except AssertionError as e:  # qdrant-client's "... returned None": JSON without Qdrant's "result"
+        answer = last_answer()
+        if getattr(place, "local", True) is False and answer is not None and "returned None" in str(e):
+            raise not_qdrant(place.location, answer[0], answer[1], ": not an answer of Qdrant's API") from None
+        raise
     except Exception as e:
         if type(e).__module__.startswith("grpc"):  # prefer_grpc clients
             code = getattr(e, "code", lambda: None)()

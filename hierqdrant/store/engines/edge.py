@@ -13,7 +13,9 @@ file written — and renamed into place, so ``<name>/`` always holds a complete 
 write stores its files in a new ``model-<gen>/`` and switches ``collection.json`` to it last. Every writer
 holds the collection's lock; a directory at ``<name>/`` without ``collection.json`` is damaged (or not a
 collection) and is never replaced except by :meth:`EdgeEngine.delete`. Every JSON/model write is atomic and
-durable (:func:`hierqdrant.core.fileio.atomic_write`).
+durable (:func:`hierqdrant.core.fileio.atomic_write`). An opened shard belongs to one generation of its
+collection (:mod:`~hierqdrant.store.engines.edge_state`, checked with a ``stat`` per call): one deleted and
+made again since, by any process, is closed unflushed and the new one opened.
 
 Queries arrive as qdrant-client models and are translated into ``qdrant_edge`` objects by
 :mod:`hierqdrant.store.engines.edge_convert` (:func:`edge_request`, re-exported here), which raises
@@ -22,12 +24,14 @@ Queries arrive as qdrant-client models and are translated into ``qdrant_edge`` o
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
-from hierqdrant.core.errors import EngineError, InputError, NotFoundError
+from hierqdrant.core.errors import InputError, NotFoundError
 from hierqdrant.core.faults import fault
 from hierqdrant.core.fileio import atomic_write, fsync_dir
 from hierqdrant.store.engines.base import (
@@ -51,11 +55,19 @@ from hierqdrant.store.engines.base import (
     to_point_id,
     utc_now,
 )
-from hierqdrant.store.engines.edge_convert import edge_expression, edge_filter, edge_params, edge_request
+from hierqdrant.store.engines.edge_convert import (
+    edge_expression,
+    edge_filter,
+    edge_params,
+    edge_request,
+    fast_ids,
+    point_error,
+)
 from hierqdrant.store.engines.edge_files import (
     MODEL_DIR_RE,
     collection_lock,
     holds_collection_files,
+    lock_holder,
     meta_bytes,
     remove_leftovers,
     retry_while_busy,
@@ -63,6 +75,9 @@ from hierqdrant.store.engines.edge_files import (
     store_model_files,
     temporary_dir,
 )
+from hierqdrant.store.engines.edge_space import check_create, check_open, check_write
+from hierqdrant.store.engines.edge_state import Snapshots, damage, damaged_folders
+from hierqdrant.store.engines.edge_state import engine_error as _engine_error
 
 __all__ = ["EdgeEngine", "edge_expression", "edge_filter", "edge_params", "edge_request", "default_data_dir"]
 
@@ -75,16 +90,6 @@ _DEFAULT_FULL_SCAN_KB = 10_000
 def default_data_dir() -> Path:
     """``$HIERQDRANT_DATA`` if set, else ``./.hierqdrant``."""
     return Path(os.environ.get("HIERQDRANT_DATA") or ".hierqdrant")
-
-
-def _engine_error(what: str, name: str, e: Exception) -> EngineError:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "WouldBlock" in msg or "failed to open WAL" in msg:
-        return EngineError(
-            f"collection {name!r} is open in another process ({msg})",
-            "close the other process (one process at a time may open an embedded collection)",
-        )
-    return EngineError(f"embedded engine failed to {what} on {name!r}: {msg}", "check the request and the data dir")
 
 
 class EdgeEngine(EngineBase):
@@ -103,7 +108,8 @@ class EdgeEngine(EngineBase):
         self.data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
         self.location = str(self.data_dir)
         self._shards: dict[str, qe.EdgeShard] = {}
-        self._dims: dict[str, dict[str, int]] = {}  # vector sizes never change; saves a JSON read per query
+        self._opened: dict[str, str] = {}  # the generation each opened shard belongs to
+        self._snapshots = Snapshots()  # collection.json read once per change: a stat per query
         self._lock = threading.RLock()
 
     # -- paths and metadata ------------------------------------------------------------------------------
@@ -126,19 +132,63 @@ class EdgeEngine(EngineBase):
     def _write_meta(self, name: str, meta: dict[str, Any]) -> None:
         atomic_write(self._dir(name) / "collection.json", meta_bytes(meta))
 
+    def _current(self, name: str) -> tuple[dict[str, Any], str]:
+        """``collection.json`` as it is now (shared: not to be changed) and the collection's generation."""
+        d = self._dir(name)
+        try:
+            return self._snapshots.current(d, lambda: self._meta(name))
+        except FileNotFoundError:
+            raise self._not_found(name) from None
+        except OSError as e:
+            raise InputError(f"{d / 'collection.json'} is unreadable: {e.strerror}", "check its permissions") from e
+
     def shard(self, name: str) -> qe.EdgeShard:
-        """The opened ``EdgeShard`` of a collection (for inspection, e.g. ``shard(name).info()``)."""
+        """The opened ``EdgeShard`` of a collection (for inspection, e.g. ``shard(name).info()``). A shard of a
+        collection deleted and made again since it was opened (by any process) is closed and the new one opened."""
         with self._lock:
+            generation = self._current(name)[1]  # NotFoundError before touching the shard
             s = self._shards.get(name)
-            if s is not None:
+            if s is not None and self._opened.get(name) == generation:
                 return s
-            self._meta(name)  # NotFoundError before touching the shard
+            self._release(name)
+            check_open(self._dir(name) / "shard", name)  # opening maps the vectors in: SIGBUS on a full disk
             try:
                 s = qe.EdgeShard.load(str(self._dir(name) / "shard"))
             except Exception as e:
                 raise _engine_error("open the shard", name, e) from e
-            self._shards[name] = s
+            self._shards[name], self._opened[name] = s, generation
             return s
+
+    def _release(self, name: str) -> None:
+        """Close the shard of ``name`` without flushing (its collection is gone or was replaced: a flush
+        would write into the new one's folder)."""
+        self._opened.pop(name, None)
+        s = self._shards.pop(name, None)
+        if s is not None:
+            with suppress(Exception):  # nothing of it is wanted any more
+                s.close()
+
+    def revision(self, name: str) -> tuple[str | None, str | None]:
+        """``(generation, model id)`` from ``collection.json`` (a ``stat`` when it did not change)."""
+        meta, generation = self._current(name)
+        return generation, (meta.get("info") or {}).get("model_id")
+
+    def writer(self, name: str) -> int | None:
+        """The pid of another process holding the collection's writer lock now (only looked at, never taken)."""
+        return lock_holder(self.data_dir, check_collection_name(name))
+
+    def open_for_writing(self, name: str) -> None:
+        """Open the shard, which another process may hold open (EngineError "open in another process")."""
+        self.shard(name)
+
+    def check_new_name(self, name: str) -> None:
+        """Refuse ``cache``: the folder beside the collections where ``hierqdrant ingest`` caches features."""
+        if name == "cache":
+            raise InputError(
+                f"the collection name 'cache' is reserved in the embedded store: {self.data_dir / 'cache'} holds "
+                "the feature cache",
+                "choose another --collection name",
+            )
 
     # -- collections -------------------------------------------------------------------------------------
 
@@ -206,7 +256,7 @@ class EdgeEngine(EngineBase):
 
     def check_intact(self, name: str) -> None:
         """Raise ``InputError`` when ``<name>/`` exists without ``collection.json`` (damaged or foreign)."""
-        problem = self._damage(name)
+        problem = damage(self._dir(name), name, self.location)
         if problem is not None:
             raise problem
 
@@ -214,43 +264,13 @@ class EdgeEngine(EngineBase):
         """Raise ``InputError`` when ``<name>`` is there but is neither a collection nor a damaged one (a
         folder holding a shard or a model folder): another folder or file, e.g. the feature cache."""
         d = self._dir(name)
-        problem = self._damage(name)
+        problem = damage(self._dir(name), name, self.location)
         if problem is not None and not (d.is_dir() and holds_collection_files(d)):
             raise problem
 
     def damaged(self) -> dict[str, str]:
         """Collection folders whose ``collection.json`` is missing although a shard or model is there."""
-        if not self.data_dir.is_dir():
-            return {}
-        out: dict[str, str] = {}
-        for p in sorted(self.data_dir.iterdir()):
-            try:
-                check_collection_name(p.name)
-            except InputError:
-                continue
-            if p.is_dir() and not (p / "collection.json").exists() and holds_collection_files(p):
-                err = self._damage(p.name)
-                if err is not None:
-                    out[p.name] = err.problem
-        return out
-
-    def _damage(self, name: str) -> InputError | None:
-        d = self._dir(name)
-        if (d / "collection.json").exists() or not (d.exists() or d.is_symlink()):
-            return None
-        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
-            return None  # an empty folder: nothing to lose
-        if d.is_dir() and holds_collection_files(d):
-            return InputError(
-                f"collection {name!r} in {self.location} is damaged: {d / 'collection.json'} is missing "
-                "although its shard or model is on disk",
-                f"restore collection.json from a backup, or rebuild it (hierqdrant ingest … -c {name} "
-                "--recreate), which deletes what is there",
-            )
-        return InputError(
-            f"{d} exists and is not a hierqdrant collection",
-            "move it away or choose another collection name",
-        )
+        return damaged_folders(self.data_dir, self.location)
 
     def _create(
         self,
@@ -288,6 +308,7 @@ class EdgeEngine(EngineBase):
                 "ef_construct": _DEFAULT_EF_CONSTRUCT if hnsw_ef_construct is None else hnsw_ef_construct,
             },
             "created": utc_now(),
+            "generation": str((model[1] if model else {}).get("generation") or uuid.uuid4().hex[:16]),
             "info": None,
             "model": None,
         }
@@ -306,6 +327,7 @@ class EdgeEngine(EngineBase):
         last) in a temporary folder and rename it to ``<name>/`` (the lock is held, the name is free)."""
         d = self._dir(name)
         with self._lock:
+            check_create(self.data_dir, name, sum(len(b) for b in model[0].values()) if model else 0)
             tmp = temporary_dir(self.data_dir, name)
             tmp.mkdir(parents=True)
             try:
@@ -327,7 +349,7 @@ class EdgeEngine(EngineBase):
                 try:
                     os.rename(tmp, d)  # replaces an empty folder; anything else stops the rename
                 except OSError as e:
-                    raise (self._damage(name) or _engine_error("create the collection", name, e)) from None
+                    raise (damage(d, name, self.location) or _engine_error("create the collection", name, e)) from None
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -340,10 +362,8 @@ class EdgeEngine(EngineBase):
         if not (d.exists() or d.is_symlink() or stale_paths(self.data_dir, name)):
             return
         with self.writing(name), self._lock:
-            self._dims.pop(name, None)
-            s = self._shards.pop(name, None)
-            if s is not None:
-                s.close()
+            self._release(name)
+            self._snapshots.forget(d)
             if d.is_symlink() or d.is_file():
                 d.unlink()
             elif d.exists():
@@ -365,16 +385,11 @@ class EdgeEngine(EngineBase):
 
     def vector_dims(self, name: str) -> dict[str, int]:
         """Size of each dense vector, by name (``""``: the unnamed vector of a collection of our own)."""
-        dims = self._dims.get(name)
-        if dims is None:
-            meta = self._meta(name)
-            named = meta.get("vectors")
-            if isinstance(named, dict) and named:
-                dims = {str(k): int(v["size"]) for k, v in named.items()}
-            else:
-                dims = {"": int(meta["dim"])}
-            self._dims[name] = dims
-        return dims
+        meta = self._current(name)[0]  # a stat per query while collection.json does not change
+        named = meta.get("vectors")
+        if isinstance(named, dict) and named:
+            return {str(k): int(v["size"]) for k, v in named.items()}
+        return {"": int(meta["dim"])}
 
     def count(self, name: str, filter: models.Filter | None = None) -> int:
         """Exact count of the points matching ``filter``."""
@@ -392,12 +407,13 @@ class EdgeEngine(EngineBase):
     ) -> None:
         """One ``upsert_points`` operation (one ``vectors.tolist()``); :meth:`_after_write` flushes."""
         s = self.shard(name)
-        pids = _fast_ids(ids)
+        check_write(self._dir(name) / "shard", name, vectors.nbytes + 512 * len(ids))  # the WAL and the segment
+        pids = fast_ids(ids)
         Point = qe.Point
         try:
             points = [Point(i, v, p) for i, v, p in zip(pids, vectors.tolist(), payloads, strict=True)]
         except (ValueError, TypeError) as e:
-            raise _point_error(pids, payloads, e) from e
+            raise point_error(pids, payloads, e) from e
         try:
             s.update(qe.UpdateOperation.upsert_points(points))
         except Exception as e:
@@ -495,6 +511,7 @@ class EdgeEngine(EngineBase):
     def optimize(self, name: str) -> None:
         """Run the segment optimizers (builds HNSW once a segment passes the indexing threshold) and flush."""
         s = self.shard(name)
+        check_write(self._dir(name) / "shard", name, rewrite=True)  # an optimizer may copy the segments
         try:
             s.optimize()
         except Exception as e:
@@ -553,15 +570,17 @@ class EdgeEngine(EngineBase):
         return files, dict(meta.get("info") or {})
 
     def read_info(self, name: str) -> dict[str, Any] | None:
-        """The info dict from ``collection.json``."""
-        info = self._meta(name).get("info")
-        return dict(info) if info is not None else None
+        """The info dict from ``collection.json`` (read again only when the file changed)."""
+        info = self._current(name)[0].get("info")
+        return copy.deepcopy(info) if info is not None else None
 
     def close(self) -> None:
         """Flush and close every opened shard."""
         with self._lock:
+            for name in [n for n in self._shards if not self._still_current(n)]:
+                self._release(name)  # deleted or made again by another process: nothing of it to flush
             shards, self._shards = self._shards, {}
-            self._dims.clear()
+            self._opened.clear()
             errors = []
             for name, s in shards.items():
                 try:
@@ -572,20 +591,8 @@ class EdgeEngine(EngineBase):
             if errors:
                 raise errors[0]
 
+    def _still_current(self, name: str) -> bool:
+        with suppress(InputError, NotFoundError):
+            return self._current(name)[1] == self._opened.get(name)
+        return False
 
-def _fast_ids(ids: Sequence[Any]) -> list[Any]:
-    """Point ids for qdrant_edge: unsigned-integer strings become ints (the common UUID case stays fast)."""
-    try:
-        return [int(i) if i.isdigit() else i for i in ids]
-    except AttributeError:
-        return [to_point_id(i) for i in ids]
-
-
-def _point_error(pids: Sequence[Any], payloads: Sequence[Any], e: Exception) -> InputError:
-    """Find the point that qdrant_edge rejected, for a one-line message naming it."""
-    for i, p in zip(pids, payloads, strict=False):
-        try:
-            qe.Point(i, [0.0], p)
-        except Exception as inner:
-            return InputError(f"point {i!r} is invalid: {inner}", "use UUID string ids and JSON payloads")
-    return InputError(f"invalid points: {e}", "use UUID string ids and JSON payloads")

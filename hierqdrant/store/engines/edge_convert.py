@@ -15,7 +15,7 @@ covered: ``lookup_from``, shard keys, MMR, querying by point id, multivectors an
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
@@ -26,7 +26,7 @@ from qdrant_client import models
 from hierqdrant.core.errors import InputError
 from hierqdrant.store.engines.base import to_point_id
 
-__all__ = ["edge_expression", "edge_filter", "edge_params", "edge_request"]
+__all__ = ["edge_expression", "edge_filter", "edge_params", "edge_request", "fast_ids", "point_error"]
 
 _DEFAULT_LIMIT = 10  # Qdrant's default limit of the Query API
 Dims: TypeAlias = int | Mapping[str, int] | None
@@ -355,3 +355,21 @@ def edge_request(r: models.QueryRequest, dims: Dims = None) -> qe.QueryRequest:
         score_threshold=r.score_threshold,
         params=edge_params(r.params),
     )
+
+
+def fast_ids(ids: Sequence[Any]) -> list[Any]:
+    """Point ids for qdrant_edge: unsigned-integer strings become ints (the common UUID case stays fast)."""
+    try:
+        return [int(i) if i.isdigit() else i for i in ids]
+    except AttributeError:
+        return [to_point_id(i) for i in ids]
+
+
+def point_error(pids: Sequence[Any], payloads: Sequence[Any], e: Exception) -> InputError:
+    """Find the point that qdrant_edge rejected, for a one-line message naming it."""
+    for i, p in zip(pids, payloads, strict=False):
+        try:
+            qe.Point(i, [0.0], p)
+        except Exception as inner:
+            return InputError(f"point {i!r} is invalid: {inner}", "use UUID string ids and JSON payloads")
+    return InputError(f"invalid points: {e}", "use UUID string ids and JSON payloads")

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 from hierqdrant.core.errors import EngineError, InputError
 from hierqdrant.core.fileio import atomic_write, fsync_dir
 from hierqdrant.store.engines.base import sha256_hex, utc_now
+from hierqdrant.store.engines.edge_space import make_data_dir
 
 try:  # POSIX; elsewhere the lock is a no-op (one process per data directory is then the caller's duty)
     import fcntl
@@ -47,6 +48,7 @@ __all__ = [
     "collection_lock",
     "holds_collection_files",
     "is_temporary_file",
+    "lock_holder",
     "meta_bytes",
     "not_a_lock_file",
     "remove_leftovers",
@@ -70,6 +72,23 @@ class _Held:
 
 _held: dict[str, _Held] = {}
 _held_guard = threading.Lock()
+
+
+def _drop_locks_in_child() -> None:
+    """In a forked child (a DataLoader worker): close the lock files this process holds. An ``flock``
+    belongs to the open file description, which fork shares, so a worker would otherwise hold the
+    collection's lock after its writer died (``kill -9``) until it exits too, and the next writer would be
+    told that the dead pid holds it. Closing the child's copy leaves the parent's lock as it is."""
+    global _held_guard
+    for held in list(_held.values()):
+        with suppress(OSError):
+            os.close(held.fd)
+    _held.clear()
+    _held_guard = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def _short(name: str) -> str:
@@ -127,6 +146,45 @@ def remove_leftovers(data_dir: Path, name: str, folder: Path, in_use: Callable[[
 def is_temporary_file(path: Path) -> bool:
     """Whether ``path`` is a temporary file of an atomic write (``.<target>.tmp-<32 hex>``)."""
     return bool(_TMP_FILE_RE.match(path.name))
+
+
+def lock_holder(data_dir: Path, name: str) -> int | None:
+    """The pid of another process that holds the writer lock of ``name`` now (0: held, pid not visible),
+    ``None`` when nobody else does. Only looks: a reader never takes the lock (a writer starting at that
+    moment would be refused). Linux: ``/proc/locks``; elsewhere the pid the last writer left in the lock
+    file, when that process is alive."""
+    try:
+        st = os.stat(lock_path(data_dir, name), follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        with open("/proc/locks", "rb") as fh:
+            table = fh.read().decode("ascii", "replace")
+    except OSError:
+        return _live_pid(lock_path(data_dir, name))
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+            pid = int(fields[4]) if fields[4].isdigit() else 0
+            return None if pid == os.getpid() else pid
+    return None
+
+
+def _live_pid(path: Path) -> int | None:
+    try:
+        text = path.read_bytes().decode("ascii", "replace").strip()
+        pid = int(text) if text.isdigit() else 0
+        if pid <= 0 or pid == os.getpid():
+            return None
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return pid
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def busy_error(name: str, pid: int | None) -> EngineError:
@@ -214,7 +272,7 @@ def collection_lock(
         if held is not None:
             held.depth += 1
         else:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            make_data_dir(data_dir)  # one line for a file in its place, a read-only or full disk
             fd = _open_lock(key, name)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
