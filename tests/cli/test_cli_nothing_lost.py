@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hierqdrant.store.engines import EdgeEngine, connect
+from hierqdrant.store.engines import EdgeEngine
 from hierqdrant.store.engines.vectors import vector_config
 from hierqdrant_cli import app
+from tests.helpers.cli import only_error_line, open_store, store_args
 from tests.store import application as appmod
 
 runner = CliRunner()
@@ -36,12 +37,6 @@ def _invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _one_error_line(output: str) -> str:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    return lines[0]
-
-
 @pytest.fixture
 def features(tmp_path: Path, five_classes: tuple[np.ndarray, np.ndarray]) -> Path:
     x, y = five_classes
@@ -50,18 +45,10 @@ def features(tmp_path: Path, five_classes: tuple[np.ndarray, np.ndarray]) -> Pat
     return path
 
 
-def _where(kind: str, tmp_path: Path) -> list[str]:
-    return ["--data-dir", str(tmp_path / "store")] if kind == "edge" else ["--url", f"local:{tmp_path / 'local'}"]
-
-
-def _open(where: list[str]) -> Any:
-    return connect(data_dir=where[1]) if where[0] == "--data-dir" else connect(where[1])
-
-
 def _state(where: list[str], name: str) -> tuple[Any, ...]:
     """Everything the application has in ``name``: its points (payload minus ``hq``, both vectors' bytes),
     the ``hq`` payloads, its vectors' layout and the stored info dict."""
-    engine = _open(where)
+    engine = open_store(where)
     try:
         hqs = {r.id: r.payload.get("hq") for batch in engine.scroll(name) for r in batch}
         return appmod.snapshot(engine, name), hqs, vector_config(engine, name), engine.read_info(name)
@@ -78,8 +65,8 @@ def _state(where: list[str], name: str) -> tuple[Any, ...]:
 def test_recreate_refuses_an_application_s_collection(
     kind: str, attached: bool, tmp_path: Path, features: Path
 ) -> None:
-    where = _where(kind, tmp_path)
-    engine = _open(where)
+    where = store_args(kind, tmp_path)
+    engine = open_store(where)
     appmod.build(engine, "products", appmod.make_points(60, seed=1))
     engine.close()
     if attached:
@@ -90,26 +77,26 @@ def test_recreate_refuses_an_application_s_collection(
     assert (before[3] is not None) == attached
 
     code, output = _invoke("ingest", str(features), "-c", "products", "--recreate", "-q", *where)
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "'products'" in line and "hierqdrant attach products" in line, line
     assert _state(where, "products") == before  # nothing written, nothing deleted
 
     # without --recreate: refused as well, and the hint does not send the user to --recreate
     code, output = _invoke("ingest", str(features), "-c", "products", "-q", *where)
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "attach" in line and "--recreate" not in line, line
     assert _state(where, "products") == before
 
 
 @pytest.mark.parametrize("kind", ["edge", "local"])
 def test_recreate_still_rebuilds_a_collection_ingest_made(kind: str, tmp_path: Path, features: Path) -> None:
-    where = _where(kind, tmp_path)
+    where = store_args(kind, tmp_path)
     assert _invoke("ingest", str(features), "-c", "f", "-q", *where)[0] == 0
     code, output = _invoke("ingest", str(features), "-c", "f", "--recreate", "--threshold", "0.5", "--json", *where)
     assert code == 0, output
     summary = json.loads(output.strip().splitlines()[-1])
     assert summary["ingested"] == 750 and "dropping collection 'f'" in output
-    engine = _open(where)
+    engine = open_store(where)
     try:
         assert engine.count("f") == 750 and (engine.read_info("f") or {})["model_id"] == summary["model_id"]
     finally:
@@ -123,7 +110,7 @@ def test_recreate_does_not_delete_what_is_not_a_collection(tmp_path: Path, featu
     (store / "cache" / "part").mkdir(parents=True)
     (store / "cache" / "part" / "x.npz").write_bytes(b"cached")
     code, output = _invoke("ingest", str(features), "-c", "cache", "--recreate", "-q", "--data-dir", str(store))
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "not a hierqdrant collection" in line, line
     assert (store / "cache" / "part" / "x.npz").read_bytes() == b"cached"
 
@@ -155,7 +142,7 @@ def test_a_corrupt_collection_json_leaves_every_model_folder(tamper: Any, tmp_pa
     cj.write_text(json.dumps(meta))
 
     code, output = _invoke(*argv)
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "stored model of collection 'f' is corrupt" in line and "restore a backup" in line, line
     assert {p.name: p.read_bytes() for p in model.iterdir()} == files  # the model is still there
     assert code == 2 and _invoke(*argv, "--keep-model")[0] == 2 and model.is_dir()
@@ -230,7 +217,7 @@ def test_a_lock_path_that_is_not_a_plain_file_is_refused(make: Any, what: str, t
     lock = store / ".f.lock"
     make(lock, other)
     code, output = _invoke("ingest", str(features), "-c", "f", "-q", "--data-dir", str(store))
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and str(lock) in line and what in line, line
     assert "remove it" in line or "move it away" in line, line
     assert other.read_text() == "precious\n"

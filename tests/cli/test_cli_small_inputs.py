@@ -22,29 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from hierqdrant_cli import app
 from tests.cli.test_cli_ingest import make_folder
 from tests.conftest import gaussian_classes
+from tests.helpers.cli import one_error_line, run
 
-runner = CliRunner()
 PIXELS = ["--model", "pixels", "--image-size", "8", "--device", "cpu", "--workers", "0", "--threshold", "0.2"]
-
-
-def run(*args: object) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_error_line(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert code == 2 and len(errors) == 1 and lines[-1] == errors[0], (code, err)
-    return errors[0]
 
 
 @pytest.fixture

@@ -27,9 +27,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hierqdrant.core.faults import FAULT_EXIT
-from hierqdrant.store.engines import EdgeEngine, connect
+from hierqdrant.store.engines import EdgeEngine
 from hierqdrant_cli import app
 from tests.cli.test_cli_ingest import make_folder
+from tests.helpers.cli import only_error_line, open_store, store_args
 from tests.pipelines.conftest import ingest_argv
 from tests.schema_check import check
 from tests.store import application as appmod
@@ -63,12 +64,6 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def _one_error_line(output: str) -> str:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    return lines[0]
-
-
 @pytest.fixture
 def features(tmp_path: Path, five_classes: tuple[np.ndarray, np.ndarray]) -> Path:
     x, y = five_classes
@@ -77,16 +72,8 @@ def features(tmp_path: Path, five_classes: tuple[np.ndarray, np.ndarray]) -> Pat
     return path
 
 
-def _where(kind: str, tmp_path: Path) -> list[str]:
-    return ["--data-dir", str(tmp_path / "store")] if kind == "edge" else ["--url", f"local:{tmp_path / 'local'}"]
-
-
-def _open(where: list[str]) -> Any:
-    return connect(data_dir=where[1]) if where[0] == "--data-dir" else connect(where[1])
-
-
 def _products(where: list[str]) -> None:
-    engine = _open(where)
+    engine = open_store(where)
     appmod.build(engine, "products", appmod.make_points(60, seed=1))
     engine.close()
 
@@ -127,7 +114,7 @@ def test_info_during_a_live_ingest_says_being_written(tmp_path: Path, features: 
 
 @pytest.mark.parametrize("kind", ["edge", "local"])
 def test_info_on_an_application_s_collection_says_not_attached(kind: str, tmp_path: Path) -> None:
-    where = _where(kind, tmp_path)
+    where = store_args(kind, tmp_path)
     _products(where)
     data = _info(*where)
     assert data["damaged"] == [] and data["other"] == [{"collection": "products", "status": "not attached",
@@ -166,19 +153,19 @@ def test_a_refused_ingest_leaves_the_collection_complete(tmp_path: Path, feature
         done = _cli("ingest", str(features), "-c", "f", "-q", "--data-dir", str(store))
     finally:
         reader.close()
-    assert done.returncode == 2 and "is open in another process" in _one_error_line(done.stderr), done.stderr
+    assert done.returncode == 2 and "is open in another process" in only_error_line(done.stderr), done.stderr
     assert (store / "f" / "collection.json").read_bytes() == meta  # still complete, untouched
     assert [r["state"] for r in _info("--data-dir", str(store))["collections"]] == ["complete"]
 
 
 def test_a_refused_ingest_on_local_mode_changes_nothing(tmp_path: Path, features: Path) -> None:
-    where = _where("local", tmp_path)
+    where = store_args("local", tmp_path)
     assert _invoke("ingest", str(features), "-c", "f", "-q", *where)[0] == 0
-    holder = _open(where)
+    holder = open_store(where)
     try:
         done = _cli("ingest", str(features), "-c", "f", "-q", *where)
         assert done.returncode == 2, done.stderr
-        assert "is open in another process" in _one_error_line(done.stderr)
+        assert "is open in another process" in only_error_line(done.stderr)
         assert (holder.read_info("f") or {})["state"] == "complete"
     finally:
         holder.close()
@@ -190,7 +177,7 @@ def test_a_refused_ingest_on_local_mode_changes_nothing(tmp_path: Path, features
 
 @pytest.mark.parametrize("kind", ["edge", "local"])
 def test_attach_uses_the_stored_payload_key(kind: str, tmp_path: Path) -> None:
-    where = _where(kind, tmp_path)
+    where = store_args(kind, tmp_path)
     _products(where)
     base = ("attach", "products", "-q", "--json", *where)
     code, output = _invoke(*base, "--vector", "image", "--label-key", "category", "--payload-key", "tag")
@@ -199,14 +186,14 @@ def test_attach_uses_the_stored_payload_key(kind: str, tmp_path: Path) -> None:
         code, output = _invoke(*base, *extra)
         assert code == 0, output
         assert json.loads(output.strip().splitlines()[-1])["payload_key"] == "tag"
-    engine = _open(where)
+    engine = open_store(where)
     try:
         payloads = [r.payload for batch in engine.scroll("products") for r in batch]
         assert all("hq" not in p for p in payloads) and sum("tag" in p for p in payloads) >= 50
     finally:
         engine.close()
     code, output = _invoke(*base, "--update", "--payload-key", "hq")  # another one: still refused
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "payload key 'tag', not 'hq'" in line and "detach" in line, line
 
 
@@ -216,7 +203,7 @@ def test_attach_uses_the_stored_payload_key(kind: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["edge", "local"])
 def test_a_stopped_attach_says_run_the_same_attach_again(kind: str, tmp_path: Path) -> None:
-    where = _where(kind, tmp_path)
+    where = store_args(kind, tmp_path)
     _products(where)
     argv = ("attach", "products", "--vector", "image", "--label-key", "category", "-q", *where)
     stopped = _cli(*argv, env={"HIERQDRANT_FAULT": "before-complete"})
@@ -224,7 +211,7 @@ def test_a_stopped_attach_says_run_the_same_attach_again(kind: str, tmp_path: Pa
     code, output = _invoke("info", *where)
     assert code == 0 and "run the same hierqdrant attach (or detach) again" in output.replace("\n", " "), output
     assert "run the same ingest" not in output
-    engine = _open(where)
+    engine = open_store(where)
     try:
         from hierqdrant.store.collection import state_warnings
 
@@ -241,7 +228,7 @@ def test_query_and_info_agree_on_a_lost_collection_json(tmp_path: Path, features
     (store / "f" / "collection.json").unlink()
     (damaged,) = _info("--data-dir", str(store))["damaged"]
     code, output = _invoke("query", str(features), "-c", "f", "--data-dir", str(store))
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and damaged["problem"] in line and "does not exist" not in line, line
 
 
@@ -267,7 +254,7 @@ def test_lost_points_are_damage_with_the_numbers(tmp_path: Path, features: Path)
 def test_the_name_cache_is_refused_on_the_embedded_store(tmp_path: Path, features: Path) -> None:
     store = tmp_path / "store"
     code, output = _invoke("ingest", str(features), "-c", "cache", "-q", "--data-dir", str(store))
-    line = _one_error_line(output)
+    line = only_error_line(output)
     assert code == 2 and "'cache' is reserved" in line and str(store / "cache") in line, line
     assert not (store / "cache").exists()
     code, output = _invoke("ingest", str(features), "-c", "cache", "-q", "--url", f"local:{tmp_path / 'local'}")

@@ -1,0 +1,1 @@
+"""Plain helper modules for the tests (no tests, no fixtures)."""
